@@ -1,0 +1,20 @@
+using CohortBridge.KeyService;
+using CohortBridge.ServiceDefaults;
+
+var builder = WebApplication.CreateBuilder(args);
+if (Database.RunMigrationsCommand(args, builder.Configuration, KeyServiceHosting.DatabaseName, typeof(KeyServiceHosting).Assembly))
+{
+    return;
+}
+
+builder.AddServiceDefaults("KeyService", 5081, KeyServiceHosting.MeterName);
+builder.AddKeyService();
+
+var app = builder.Build();
+app.EnsureAdminTokenConfigured();
+app.MapDefaultEndpoints();
+app.MapKeyServiceEndpoints();
+app.Run();
+
+/// <summary>Entry point; public for test hosts.</summary>
+public partial class Program;

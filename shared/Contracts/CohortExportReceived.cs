@@ -1,0 +1,40 @@
+namespace CohortBridge.Contracts;
+
+/// <summary>
+/// Published by ImportGateway once a partner request is authenticated and validated.
+/// Exactly one of <see cref="Name"/>, <see cref="Changes"/>, <see cref="Snapshot"/> or <see cref="Archive"/> is set,
+/// as told by <see cref="Kind"/>. The import id is also the MassTransit message id.
+/// </summary>
+public sealed record CohortExportReceived
+{
+    public required Guid ImportId { get; init; }
+    public required string WorkspaceId { get; init; }
+    public required string Partner { get; init; }
+    public required string CohortId { get; init; }
+    public required CohortExportKind Kind { get; init; }
+
+    /// <summary>For <see cref="CohortExportKind.Name"/>: the cohort's display name.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>For <see cref="CohortExportKind.Name"/>: the partner's created_at for the cohort.</summary>
+    public DateTimeOffset? CreatedAt { get; init; }
+
+    /// <summary>For <see cref="CohortExportKind.Changes"/>: change sets, applied in this order.</summary>
+    public IReadOnlyList<CohortChange>? Changes { get; init; }
+
+    /// <summary>For <see cref="CohortExportKind.SnapshotChunk"/>: one ordered chunk of a full membership snapshot.</summary>
+    public SnapshotChunk? Snapshot { get; init; }
+
+    /// <summary>For <see cref="CohortExportKind.Archive"/>: true. The cohort leaves every segment and cohort list.</summary>
+    public bool Archive { get; init; }
+
+    public required DateTimeOffset OccurredAt { get; init; }
+}
+
+public enum CohortExportKind
+{
+    Name = 1,
+    Changes = 2,
+    SnapshotChunk = 3,
+    Archive = 4,
+}

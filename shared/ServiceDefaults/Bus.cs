@@ -1,0 +1,70 @@
+using MassTransit;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace CohortBridge.ServiceDefaults;
+
+/// <summary>Broker settings, section <c>RabbitMq</c> (environment: <c>RabbitMq__Host</c>, ...).</summary>
+public sealed class RabbitMqOptions
+{
+    public const string SectionName = "RabbitMq";
+
+    public string Host { get; set; } = "localhost";
+    public ushort Port { get; set; } = 5672;
+    public string VirtualHost { get; set; } = "/";
+    public string Username { get; set; } = "guest";
+    public string Password { get; set; } = "guest";
+
+    /// <summary>Uses quorum queues (production clusters); off for single-node development brokers.</summary>
+    public bool QuorumQueues { get; set; }
+}
+
+public static class Bus
+{
+    /// <summary>
+    /// MassTransit on RabbitMQ with publisher confirms, kebab-case endpoint names prefixed by
+    /// <paramref name="endpointPrefix"/> (so two services' consumers of one event get their own queues), and the
+    /// bus health check tagged for /health/ready.
+    /// </summary>
+    public static IHostApplicationBuilder AddPlatformBus(
+        this IHostApplicationBuilder builder,
+        string endpointPrefix,
+        Action<IBusRegistrationConfigurator>? configureConsumers = null,
+        Action<IBusRegistrationContext, IRabbitMqBusFactoryConfigurator>? configureBus = null)
+    {
+        var options = builder.Configuration.GetSection(RabbitMqOptions.SectionName).Get<RabbitMqOptions>() ?? new RabbitMqOptions();
+        builder.Services.Configure<MassTransitHostOptions>(o =>
+        {
+            // Readiness must reflect the broker, but a broker outage at start must not crash the process.
+            o.WaitUntilStarted = false;
+            o.StopTimeout = TimeSpan.FromSeconds(25);
+        });
+
+        builder.Services.AddMassTransit(x =>
+        {
+            x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(endpointPrefix, false));
+            configureConsumers?.Invoke(x);
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                cfg.Host(options.Host, options.Port, options.VirtualHost, h =>
+                {
+                    h.Username(options.Username);
+                    h.Password(options.Password);
+                    h.PublisherConfirmation = true;
+                });
+                if (options.QuorumQueues)
+                {
+                    cfg.SetQuorumQueue();
+                }
+
+                cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200)));
+                configureBus?.Invoke(context, cfg);
+                cfg.ConfigureEndpoints(context);
+            });
+        });
+
+        // MassTransit registers its bus health check with the "ready" tag.
+        return builder;
+    }
+}

@@ -1,0 +1,132 @@
+using System.Reflection;
+using Dapper;
+using DbUp;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace CohortBridge.ServiceDefaults;
+
+public static class Database
+{
+    /// <summary>
+    /// Registers the service's one <see cref="NpgsqlDataSource"/> (connection string <c>ConnectionStrings:{name}</c>),
+    /// its readiness check, and applies the embedded migrations at start-up unless <c>Database:MigrateOnStartup</c>
+    /// is false (Kubernetes runs them as a Job with <c>dotnet Service.dll migrate</c>).
+    /// </summary>
+    public static IHostApplicationBuilder AddPlatformDatabase(
+        this IHostApplicationBuilder builder, string name, Assembly migrationsAssembly)
+    {
+        DefaultTypeMap.MatchNamesWithUnderscores = true;
+        var connectionString = GetConnectionString(builder.Configuration, name);
+        builder.Services.AddNpgsqlDataSource(connectionString);
+        builder.Services.AddHealthChecks().Add(new HealthCheckRegistration(
+            "postgres",
+            sp => new PostgresHealthCheck(sp.GetRequiredService<NpgsqlDataSource>()),
+            HealthStatus.Unhealthy,
+            [ServiceDefaultsExtensions.ReadyTag],
+            TimeSpan.FromSeconds(3)));
+
+        if (builder.Configuration.GetValue("Database:MigrateOnStartup", true))
+        {
+            builder.Services.AddHostedService(sp => new MigrationHostedService(
+                connectionString, migrationsAssembly, sp.GetRequiredService<ILogger<MigrationHostedService>>()));
+        }
+
+        return builder;
+    }
+
+    public static string GetConnectionString(IConfiguration configuration, string name) =>
+        configuration.GetConnectionString(name)
+        ?? throw new InvalidOperationException($"ConnectionStrings:{name} is not configured.");
+
+    /// <summary>
+    /// Creates the database if missing and applies the embedded <c>*.sql</c> migrations in name order.
+    /// An advisory lock serialises replicas that start together.
+    /// </summary>
+    public static void Migrate(string connectionString, Assembly migrationsAssembly, ILogger logger)
+    {
+        EnsureDatabase.For.PostgresqlDatabase(connectionString);
+        using (var conn = new NpgsqlConnection(connectionString))
+        {
+            conn.Open();
+            conn.Execute("SELECT pg_advisory_lock(727274)");
+            try
+            {
+                var upgrader = DeployChanges.To.PostgresqlDatabase(connectionString)
+                    .WithScriptsEmbeddedInAssembly(migrationsAssembly, s => s.EndsWith(".sql", StringComparison.Ordinal))
+                    .WithTransactionPerScript()
+                    .LogToNowhere()
+                    .Build();
+                var result = upgrader.PerformUpgrade();
+                if (!result.Successful)
+                {
+                    throw new InvalidOperationException($"Migration {result.ErrorScript?.Name} failed.", result.Error);
+                }
+
+                foreach (var script in result.Scripts)
+                {
+                    MigrationLog.Applied(logger, script.Name);
+                }
+            }
+            finally
+            {
+                conn.Execute("SELECT pg_advisory_unlock(727274)");
+            }
+        }
+    }
+
+    /// <summary>
+    /// For <c>dotnet Service.dll migrate</c>: applies migrations and returns true when the process should exit.
+    /// </summary>
+    public static bool RunMigrationsCommand(string[] args, IConfiguration configuration, string name, Assembly assembly)
+    {
+        if (args.Length == 0 || args[0] != "migrate")
+        {
+            return false;
+        }
+
+        using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole());
+        Migrate(GetConnectionString(configuration, name), assembly, loggerFactory.CreateLogger("Migrations"));
+        return true;
+    }
+
+    private sealed class MigrationHostedService(string connectionString, Assembly assembly, ILogger<MigrationHostedService> logger)
+        : IHostedService
+    {
+        // Runs before the server starts listening (hosted services start in order), so no request sees an old schema.
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            Migrate(connectionString, assembly, logger);
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    private sealed class PostgresHealthCheck(NpgsqlDataSource dataSource) : IHealthCheck
+    {
+        public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await using var cmd = dataSource.CreateCommand("SELECT 1");
+                await cmd.ExecuteScalarAsync(cancellationToken);
+                return HealthCheckResult.Healthy();
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException or OperationCanceledException)
+            {
+                return HealthCheckResult.Unhealthy("PostgreSQL is not reachable.", ex);
+            }
+        }
+    }
+}
+
+internal static partial class MigrationLog
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Applied migration {Script}")]
+    public static partial void Applied(ILogger logger, string script);
+}

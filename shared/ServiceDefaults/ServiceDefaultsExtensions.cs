@@ -1,0 +1,134 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Hosting;
+using Npgsql;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace CohortBridge.ServiceDefaults;
+
+public static class ServiceDefaultsExtensions
+{
+    /// <summary>Health checks with this tag decide /health/ready.</summary>
+    public const string ReadyTag = "ready";
+
+    /// <summary>
+    /// OpenTelemetry (logs, metrics, traces), health checks, snake_case JSON, problem details, request ids and a
+    /// default listening port for one CohortBridge service. <paramref name="meterNames"/> are the service's own meters.
+    /// </summary>
+    public static IHostApplicationBuilder AddServiceDefaults(
+        this IHostApplicationBuilder builder, string serviceName, int defaultPort, params string[] meterNames)
+    {
+        if (builder is WebApplicationBuilder web && string.IsNullOrEmpty(builder.Configuration["urls"]))
+        {
+            // ASPNETCORE_URLS / --urls win; otherwise listen on the service's well-known port.
+            web.WebHost.UseUrls($"http://0.0.0.0:{defaultPort}");
+        }
+
+        builder.Logging.Configure(o => o.ActivityTrackingOptions =
+            ActivityTrackingOptions.TraceId | ActivityTrackingOptions.SpanId);
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.IncludeScopes = true;
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        });
+
+        builder.ConfigureOpenTelemetry(serviceName, meterNames);
+
+        builder.Services.AddHealthChecks();
+        builder.Services.AddProblemDetails();
+        builder.Services.ConfigureHttpJsonOptions(o => PlatformJson.Configure(o.SerializerOptions));
+        builder.Services.Configure<HostOptions>(o =>
+        {
+            // Graceful shutdown: let MassTransit finish in-flight messages before the process exits.
+            o.ShutdownTimeout = TimeSpan.FromSeconds(builder.Configuration.GetValue("ShutdownTimeoutSeconds", 30));
+        });
+        builder.Services.AddAdminToken(builder.Configuration, builder.Environment);
+        return builder;
+    }
+
+    private static void ConfigureOpenTelemetry(this IHostApplicationBuilder builder, string serviceName, string[] meterNames)
+    {
+        builder.Logging.AddOpenTelemetry(o =>
+        {
+            o.IncludeFormattedMessage = true;
+            o.IncludeScopes = true;
+        });
+
+        var otel = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService(serviceName))
+            .WithMetrics(m =>
+            {
+                m.AddAspNetCoreInstrumentation()
+                    .AddHttpClientInstrumentation()
+                    .AddRuntimeInstrumentation()
+                    .AddMeter("MassTransit")
+                    .AddMeter("Npgsql")
+                    .AddMeter(meterNames)
+                    .AddPrometheusExporter();
+            })
+            .WithTracing(t =>
+            {
+                t.AddAspNetCoreInstrumentation(o =>
+                        o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health")
+                                          && !ctx.Request.Path.StartsWithSegments("/metrics"))
+                    .AddHttpClientInstrumentation()
+                    .AddSource("MassTransit")
+                    .AddNpgsql()
+                    .AddSource(serviceName);
+            });
+
+        // Export only where a collector is configured; never hard-code one.
+        if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        {
+            otel.UseOtlpExporter();
+        }
+    }
+
+    /// <summary>/health/live, /health/ready, /metrics and the X-Request-Id middleware.</summary>
+    public static WebApplication MapDefaultEndpoints(this WebApplication app)
+    {
+        app.UseMiddleware<RequestIdMiddleware>();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions
+        {
+            Predicate = r => r.Tags.Contains(ReadyTag),
+            ResultStatusCodes =
+            {
+                [HealthStatus.Healthy] = StatusCodes.Status200OK,
+                [HealthStatus.Degraded] = StatusCodes.Status200OK,
+                [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
+            },
+        });
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        return app;
+    }
+}
+
+/// <summary>The one JSON style of the platform: snake_case, enums as snake_case strings.</summary>
+public static class PlatformJson
+{
+    public static readonly JsonSerializerOptions Options = Configure(new JsonSerializerOptions(JsonSerializerDefaults.Web));
+
+    public static JsonSerializerOptions Configure(JsonSerializerOptions o)
+    {
+        o.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+        o.DictionaryKeyPolicy = null;
+        o.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
+        return o;
+    }
+}

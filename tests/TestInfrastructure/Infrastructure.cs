@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using Npgsql;
+using Testcontainers.PostgreSql;
+using Testcontainers.RabbitMq;
+
+namespace CohortBridge.Testing;
+
+/// <summary>
+/// The real PostgreSQL and RabbitMQ the tests run against, wherever they come from:
+/// servers named by environment variables (TEST_POSTGRES, TEST_RABBITMQ_HOST, ...), else Testcontainers when a
+/// Docker engine answers, else the private local servers that scripts/infra.sh runs (started here if needed).
+/// One instance per test run; every test class takes its own database names and RabbitMQ virtual host.
+/// </summary>
+public sealed class Infrastructure
+{
+    private static readonly SemaphoreSlim Gate = new(1, 1);
+    private static Infrastructure? _instance;
+
+    public required string PostgresConnectionString { get; init; }
+    public required string RabbitHost { get; init; }
+    public required int RabbitPort { get; init; }
+    public required int RabbitManagementPort { get; init; }
+    public string RabbitUser { get; init; } = "guest";
+    public string RabbitPassword { get; init; } = "guest";
+    public required string Source { get; init; }
+
+    public static async Task<Infrastructure> GetAsync()
+    {
+        await Gate.WaitAsync();
+        try
+        {
+            return _instance ??= await CreateAsync();
+        }
+        finally
+        {
+            Gate.Release();
+        }
+    }
+
+    /// <summary>A connection string for a database of this run (the service under test creates it).</summary>
+    public string ConnectionStringFor(string database) =>
+        new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Database = database }.ConnectionString;
+
+    /// <summary>Creates a RabbitMQ virtual host so that this test's exchanges and queues see no other test's traffic.</summary>
+    public async Task CreateVirtualHostAsync(string name)
+    {
+        using var http = ManagementClient();
+        var vhost = Uri.EscapeDataString(name);
+        (await http.PutAsync($"api/vhosts/{vhost}", null)).EnsureSuccessStatusCode();
+        var permissions = new StringContent("""{"configure":".*","write":".*","read":".*"}""", Encoding.UTF8, "application/json");
+        (await http.PutAsync($"api/permissions/{vhost}/{Uri.EscapeDataString(RabbitUser)}", permissions)).EnsureSuccessStatusCode();
+    }
+
+    public async Task DeleteVirtualHostAsync(string name)
+    {
+        using var http = ManagementClient();
+        await http.DeleteAsync($"api/vhosts/{Uri.EscapeDataString(name)}");
+    }
+
+    /// <summary>The RabbitMQ management HTTP API (queues, message counts) for assertions on error queues.</summary>
+    public HttpClient ManagementClient()
+    {
+        var http = new HttpClient { BaseAddress = new Uri($"http://{RabbitHost}:{RabbitManagementPort}/") };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
+            "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{RabbitUser}:{RabbitPassword}")));
+        return http;
+    }
+
+    public static string UniqueName(string prefix) =>
+        $"{prefix}_{Guid.NewGuid():N}"[..Math.Min(prefix.Length + 13, 60)].ToLowerInvariant();
+
+    private static async Task<Infrastructure> CreateAsync()
+    {
+        var pg = Environment.GetEnvironmentVariable("TEST_POSTGRES");
+        var rabbitHost = Environment.GetEnvironmentVariable("TEST_RABBITMQ_HOST");
+        if (!string.IsNullOrEmpty(pg) && !string.IsNullOrEmpty(rabbitHost))
+        {
+            return new Infrastructure
+            {
+                PostgresConnectionString = pg,
+                RabbitHost = rabbitHost,
+                RabbitPort = int.Parse(Environment.GetEnvironmentVariable("TEST_RABBITMQ_PORT") ?? "5672"),
+                RabbitManagementPort = int.Parse(Environment.GetEnvironmentVariable("TEST_RABBITMQ_MGMT_PORT") ?? "15672"),
+                RabbitUser = Environment.GetEnvironmentVariable("TEST_RABBITMQ_USER") ?? "guest",
+                RabbitPassword = Environment.GetEnvironmentVariable("TEST_RABBITMQ_PASSWORD") ?? "guest",
+                Source = "environment",
+            };
+        }
+
+        if (Environment.GetEnvironmentVariable("TEST_NO_DOCKER") != "1" && await TryContainersAsync() is { } containers)
+        {
+            return containers;
+        }
+
+        return await LocalServersAsync();
+    }
+
+    private static async Task<Infrastructure?> TryContainersAsync()
+    {
+        PostgreSqlContainer postgres;
+        try
+        {
+            // Build() throws DockerUnavailableException at once where no engine answers.
+            postgres = new PostgreSqlBuilder("postgres:15").Build();
+        }
+        catch (Exception)
+        {
+            return null;
+        }
+
+        var rabbit = new RabbitMqBuilder("rabbitmq:3.13-management").WithUsername("guest").WithPassword("guest")
+            .WithPortBinding(15672, true).Build();
+        await Task.WhenAll(postgres.StartAsync(), rabbit.StartAsync());
+        return new Infrastructure
+        {
+            PostgresConnectionString = postgres.GetConnectionString(),
+            RabbitHost = rabbit.Hostname,
+            RabbitPort = rabbit.GetMappedPublicPort(5672),
+            RabbitManagementPort = rabbit.GetMappedPublicPort(15672),
+            Source = "testcontainers",
+        };
+    }
+
+    private static async Task<Infrastructure> LocalServersAsync()
+    {
+        var script = Path.Combine(RepositoryRoot(), "scripts", "infra.sh");
+        using var process = Process.Start(new ProcessStartInfo("bash", [script, "start"])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        })!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"scripts/infra.sh start failed: {await stderr}");
+        }
+
+        return new Infrastructure
+        {
+            PostgresConnectionString = $"Host=127.0.0.1;Port={Env("COHORTBRIDGE_PG_PORT", 54329)};Username=postgres;Database=postgres",
+            RabbitHost = "127.0.0.1",
+            RabbitPort = Env("COHORTBRIDGE_AMQP_PORT", 56729),
+            RabbitManagementPort = Env("COHORTBRIDGE_MGMT_PORT", 56731),
+            Source = "local",
+        };
+    }
+
+    private static int Env(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), out var v) ? v : fallback;
+
+    public static string RepositoryRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Platform.sln")))
+        {
+            dir = dir.Parent;
+        }
+
+        return dir?.FullName ?? throw new InvalidOperationException("Platform.sln not found above " + AppContext.BaseDirectory);
+    }
+}

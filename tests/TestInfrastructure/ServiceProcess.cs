@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace CohortBridge.Testing;
+
+/// <summary>
+/// One CohortBridge service running as a real process (the built dll), on a free loopback port, with its output
+/// captured for assertions (for example, that no secret was ever logged) and copied to artifacts/test-logs.
+/// </summary>
+public sealed class ServiceProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private readonly StreamWriter _logFile;
+
+    private ServiceProcess(string name, Process process, Uri baseAddress, StreamWriter logFile)
+    {
+        Name = name;
+        _process = process;
+        BaseAddress = baseAddress;
+        _logFile = logFile;
+        Client = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public string Name { get; }
+    public Uri BaseAddress { get; }
+    public HttpClient Client { get; }
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Everything the process wrote to stdout and stderr so far.</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public static string DllPath(string service)
+    {
+        // Run the services built in the same configuration as the tests themselves.
+        var configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}")
+            ? "Release" : "Debug";
+        var path = Path.Combine(Infrastructure.RepositoryRoot(), "services", service, "bin", configuration, "net10.0", service + ".dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"{service} is not built: {path}");
+    }
+
+    public static async Task<ServiceProcess> StartAsync(
+        string service, IReadOnlyDictionary<string, string> environment, int? port = null, TimeSpan? readyTimeout = null,
+        bool waitUntilReady = true)
+    {
+        port ??= FreePort();
+        var baseAddress = new Uri($"http://127.0.0.1:{port}/");
+        var info = new ProcessStartInfo("dotnet", [DllPath(service)])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = Path.GetDirectoryName(DllPath(service))!,
+        };
+        info.Environment["ASPNETCORE_URLS"] = baseAddress.ToString().TrimEnd('/');
+        info.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
+        info.Environment["DOTNET_gcServer"] = "0";
+        info.Environment["Logging__LogLevel__Default"] = "Information";
+        foreach (var (key, value) in environment)
+        {
+            info.Environment[key] = value;
+        }
+
+        var logDir = Path.Combine(Infrastructure.RepositoryRoot(), "artifacts", "test-logs");
+        Directory.CreateDirectory(logDir);
+        var logFile = new StreamWriter(Path.Combine(logDir, $"{service}-{port}.log")) { AutoFlush = true };
+        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        var sp = new ServiceProcess(service, process, baseAddress, logFile);
+        process.OutputDataReceived += (_, e) => sp.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => sp.Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        if (waitUntilReady)
+        {
+            await sp.WaitUntilReadyAsync(readyTimeout ?? TimeSpan.FromSeconds(60));
+        }
+
+        return sp;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.AppendLine(line);
+            _logFile.WriteLine(line);
+        }
+    }
+
+    public async Task WaitUntilReadyAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        using var probe = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
+        while (DateTime.UtcNow < deadline)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"{Name} exited with code {_process.ExitCode}:\n{Output}");
+            }
+
+            try
+            {
+                using var response = await probe.GetAsync("health/ready");
+                if (response.IsSuccessStatusCode)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException)
+            {
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException($"{Name} was not ready within {timeout}:\n{Output}");
+    }
+
+    /// <summary>Graceful stop (SIGTERM), then a kill if it does not end in time.</summary>
+    public async Task StopAsync(TimeSpan? grace = null)
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+
+        using var cts = new CancellationTokenSource(grace ?? TimeSpan.FromSeconds(30));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Kill();
+        }
+    }
+
+    /// <summary>Ends the process at once, as a crash would.</summary>
+    public void Kill()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit(10_000);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(TimeSpan.FromSeconds(10));
+        Client.Dispose();
+        _process.Dispose();
+        lock (_output)
+        {
+            _logFile.Dispose();
+        }
+    }
+}
