@@ -32,7 +32,7 @@ pg_dir() {
   echo "$dir" > "$HOME_DIR/pg.location"
   echo "$dir"
 }
-as_pg() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 rabbit_env() {
   local r="$HOME_DIR/rabbitmq"
