@@ -16,4 +16,12 @@ public sealed record SnapshotChunk
     public IReadOnlyList<string> DeviceIds { get; init; } = [];
     public IReadOnlyList<UserAlias> Aliases { get; init; } = [];
     public IReadOnlyList<string> InvalidIdentifiers { get; init; } = [];
+
+    /// <summary>
+    /// Set by the gateway when the partner's stream broke off: the snapshot must change nothing and be reported
+    /// failed with <see cref="AbortReason"/>. Chunks already staged are discarded.
+    /// </summary>
+    public bool Aborted { get; init; }
+
+    public string? AbortReason { get; init; }
 }
