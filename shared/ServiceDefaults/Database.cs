@@ -49,7 +49,15 @@ public static class Database
     /// </summary>
     public static void Migrate(string connectionString, Assembly migrationsAssembly, ILogger logger)
     {
-        EnsureDatabase.For.PostgresqlDatabase(connectionString);
+        try
+        {
+            EnsureDatabase.For.PostgresqlDatabase(connectionString, new NoOpUpgradeLog());
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.DuplicateDatabase or PostgresErrorCodes.UniqueViolation)
+        {
+            // Another replica created it between DbUp's existence check and its CREATE DATABASE: fine.
+        }
+
         using (var conn = new NpgsqlConnection(connectionString))
         {
             conn.Open();
@@ -122,6 +130,33 @@ public static class Database
                 return HealthCheckResult.Unhealthy("PostgreSQL is not reachable.", ex);
             }
         }
+    }
+}
+
+internal sealed class NoOpUpgradeLog : DbUp.Engine.Output.IUpgradeLog
+{
+    public void LogTrace(string format, params object[] args)
+    {
+    }
+
+    public void LogDebug(string format, params object[] args)
+    {
+    }
+
+    public void LogInformation(string format, params object[] args)
+    {
+    }
+
+    public void LogWarning(string format, params object[] args)
+    {
+    }
+
+    public void LogError(string format, params object[] args)
+    {
+    }
+
+    public void LogError(Exception ex, string format, params object[] args)
+    {
     }
 }
 

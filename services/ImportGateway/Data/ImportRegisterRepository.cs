@@ -1,0 +1,34 @@
+using Dapper;
+using Npgsql;
+
+namespace CohortBridge.ImportGateway.Data;
+
+public sealed record AcceptedImport(Guid ImportId, string WorkspaceId, string Partner, string CohortId, string Kind, DateTime AcceptedAt);
+
+/// <summary>The register of accepted imports (the tenant boundary of import status).</summary>
+public sealed class ImportRegisterRepository(NpgsqlDataSource dataSource)
+{
+    public async Task RecordAsync(Guid importId, string workspaceId, string partner, string cohortId, string kind, CancellationToken ct)
+    {
+        const string sql = """
+            INSERT INTO accepted_imports (import_id, workspace_id, partner, cohort_id, kind)
+            VALUES (@importId, @workspaceId, @partner, @cohortId, @kind)
+            ON CONFLICT (import_id) DO NOTHING
+            """;
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await conn.ExecuteAsync(new CommandDefinition(sql, new { importId, workspaceId, partner, cohortId, kind }, cancellationToken: ct));
+    }
+
+    /// <summary>The import if this workspace and partner made it; null otherwise (another tenant's import looks absent).</summary>
+    public async Task<AcceptedImport?> FindAsync(Guid importId, string workspaceId, string partner, CancellationToken ct)
+    {
+        const string sql = """
+            SELECT import_id, workspace_id, partner, cohort_id, kind, accepted_at
+            FROM accepted_imports
+            WHERE import_id = @importId AND workspace_id = @workspaceId AND partner = @partner
+            """;
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        return await conn.QuerySingleOrDefaultAsync<AcceptedImport>(
+            new CommandDefinition(sql, new { importId, workspaceId, partner }, cancellationToken: ct));
+    }
+}

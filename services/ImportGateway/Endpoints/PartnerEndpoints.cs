@@ -1,0 +1,205 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
+using CohortBridge.Contracts;
+using CohortBridge.ImportGateway.Data;
+using CohortBridge.ImportGateway.Imports;
+using CohortBridge.ImportGateway.Status;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Mvc;
+using Npgsql;
+
+namespace CohortBridge.ImportGateway.Endpoints;
+
+/// <summary>The partner API (shared/API.md): the two compatible POST endpoints and the extensions.</summary>
+public static partial class PartnerEndpoints
+{
+    public const string Tag = "Partner API";
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9_-]{0,62}$", RegexOptions.CultureInvariant)]
+    internal static partial Regex PartnerName();
+
+    public static IEndpointRouteBuilder MapPartnerEndpoints(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/partners/{partner}").WithTags(Tag);
+
+        group.MapPost("/cohorts", PostCohortNameAsync)
+            .WithName("CreateOrRenameCohort")
+            .WithSummary("Create or rename a cohort")
+            .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
+            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
+            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
+            .Produces<PartnerMessage>(StatusCodes.Status409Conflict)
+            .Produces<PartnerMessage>(StatusCodes.Status413PayloadTooLarge)
+            .Produces<PartnerMessage>(StatusCodes.Status415UnsupportedMediaType)
+            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
+            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+
+        group.MapPost("/cohorts/users", PostCohortChangesAsync)
+            .WithName("ChangeCohortUsers")
+            .WithSummary("Add or remove users of a cohort")
+            .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
+            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
+            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
+            .Produces<PartnerMessage>(StatusCodes.Status409Conflict)
+            .Produces<PartnerMessage>(StatusCodes.Status413PayloadTooLarge)
+            .Produces<PartnerMessage>(StatusCodes.Status415UnsupportedMediaType)
+            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
+            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+
+        group.MapGet("/imports/{import_id}", GetImportStatusAsync)
+            .WithName("GetImportStatus")
+            .WithSummary("Status and match statistics of an import")
+            .Produces<ImportStatusResponse>()
+            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
+            .Produces<PartnerMessage>(StatusCodes.Status404NotFound)
+            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
+            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+
+        group.MapDelete("/cohorts/{cohort_id}", ArchiveCohortAsync)
+            .WithName("ArchiveCohort")
+            .WithSummary("Archive a cohort")
+            .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
+            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
+            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
+            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
+            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+
+        group.MapSnapshotEndpoints();
+        return app;
+    }
+
+    private static Task<IResult> PostCohortNameAsync(string partner, HttpContext http, [FromServices] PartnerRequestHandler handler) =>
+        handler.HandlePostAsync(http, partner, CohortExportKind.Name);
+
+    private static Task<IResult> PostCohortChangesAsync(string partner, HttpContext http, [FromServices] PartnerRequestHandler handler) =>
+        handler.HandlePostAsync(http, partner, CohortExportKind.Changes);
+
+    private static async Task<IResult> GetImportStatusAsync(
+        string partner,
+        [FromRoute(Name = "import_id")] string importId,
+        HttpContext http,
+        [FromServices] PartnerRequestHandler handler,
+        [FromServices] ImportRegisterRepository register,
+        [FromServices] CohortServiceClient cohorts)
+    {
+        var (caller, failure) = await handler.AuthenticateFromHeadersAsync(http, partner);
+        if (caller is null)
+        {
+            return failure!;
+        }
+
+        var ct = http.RequestAborted;
+        if (!Guid.TryParse(importId, out var id))
+        {
+            return NotFound(handler);
+        }
+
+        try
+        {
+            var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, ct);
+            var known = await cohorts.GetImportAsync(caller.WorkspaceId, id, ct);
+            if (known is not null && (accepted is not null || known.Partner == caller.Partner))
+            {
+                return TypedResults.Ok(new ImportStatusResponse
+                {
+                    ImportId = id,
+                    CohortId = known.CohortId ?? accepted?.CohortId ?? "",
+                    Status = known.Status,
+                    Received = known.Received,
+                    Matched = known.Matched,
+                    Added = known.Added,
+                    Removed = known.Removed,
+                    Unmatched = known.Unmatched ?? [],
+                    UnmatchedSample = known.UnmatchedSample ?? [],
+                    CohortVersion = known.CohortVersion,
+                    AcceptedAt = accepted is not null ? AsUtc(accepted.AcceptedAt) : known.AcceptedAt?.ToUniversalTime(),
+                    CompletedAt = known.CompletedAt?.ToUniversalTime(),
+                    Error = known.Error,
+                    Processed = known.Processed,
+                });
+            }
+
+            if (accepted is null)
+            {
+                return NotFound(handler);
+            }
+
+            // Accepted by the gateway, not yet picked up by CohortService.
+            return TypedResults.Ok(new ImportStatusResponse
+            {
+                ImportId = id,
+                CohortId = accepted.CohortId,
+                Status = "accepted",
+                AcceptedAt = AsUtc(accepted.AcceptedAt),
+            });
+        }
+        catch (Exception ex) when (ex is NpgsqlException or CohortServiceUnavailableException)
+        {
+            return handler.Unavailable(http);
+        }
+    }
+
+    private static async Task<IResult> ArchiveCohortAsync(
+        string partner, HttpContext http, [FromServices] PartnerRequestHandler handler)
+    {
+        var (caller, failure) = await handler.AuthenticateFromHeadersAsync(http, partner);
+        if (caller is null)
+        {
+            return failure!;
+        }
+
+        var cohortId = RawPathSegment(http, 3);
+        if (cohortId is not { Length: > 0 and <= PartnerRequestParser.MaxCohortIdLength })
+        {
+            return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
+        }
+
+        var requestHash = SHA256.HashData(Encoding.UTF8.GetBytes("DELETE\n" + cohortId));
+        return await handler.AcceptAsync(http, caller, cohortId, CohortExportKind.Archive, requestHash, importId => new CohortExportReceived
+        {
+            ImportId = importId,
+            WorkspaceId = caller.WorkspaceId,
+            Partner = caller.Partner,
+            CohortId = cohortId,
+            Kind = CohortExportKind.Archive,
+            Archive = true,
+            OccurredAt = DateTimeOffset.UtcNow,
+        });
+    }
+
+    private static IResult NotFound(PartnerRequestHandler handler) =>
+        handler.Reject(StatusCodes.Status404NotFound, PartnerMessages.ImportNotFound);
+
+    private static DateTimeOffset AsUtc(DateTime value) =>
+        new(DateTime.SpecifyKind(value, DateTimeKind.Utc));
+
+    /// <summary>
+    /// Path segment <paramref name="index"/> (0 = "partners", 1 = the partner, 2 = "cohorts", 3 = the cohort id) of the raw request target, percent-decoded once. Routing
+    /// leaves "%2F" encoded in route values; cohort ids may contain '/', so they are read from the raw target instead.
+    /// </summary>
+    internal static string? RawPathSegment(HttpContext http, int index)
+    {
+        var raw = http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? http.Request.Path.ToString();
+        var query = raw.IndexOf('?', StringComparison.Ordinal);
+        if (query >= 0)
+        {
+            raw = raw[..query];
+        }
+
+        var segments = raw.TrimStart('/').Split('/');
+        if (index >= segments.Length)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Uri.UnescapeDataString(segments[index]);
+        }
+        catch (UriFormatException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+using CohortBridge.Contracts;
+using MassTransit;
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
+
+namespace CohortBridge.ImportGateway.Imports;
+
+/// <summary>The bus did not confirm the message in time (or refused it): the request answers 503.</summary>
+public sealed class BusUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Publishes one <see cref="CohortExportReceived"/> with the import id as message id and returns once the broker has
+/// confirmed it (the bus is configured with publisher confirms). A short Polly pipeline (total timeout, retries with
+/// an attempt timeout) bounds the wait (the bus is the singleton IPublishEndpoint); a retry republishes the same message id, which CohortService applies once.
+/// </summary>
+public sealed partial class ImportPublisher
+{
+    private readonly IPublishEndpoint _publish;
+    private readonly ResiliencePipeline _pipeline;
+    private readonly ILogger<ImportPublisher> _logger;
+
+    public ImportPublisher(IBus publish, IOptions<GatewayOptions> options, ILogger<ImportPublisher> logger)
+    {
+        _publish = publish;
+        _logger = logger;
+        var o = options.Value;
+        var builder = new ResiliencePipelineBuilder().AddTimeout(o.PublishTimeout);
+        if (o.PublishRetries > 0)
+        {
+            builder.AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = o.PublishRetries,
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(ex => ex is not OperationCanceledException),
+                Delay = TimeSpan.FromMilliseconds(100),
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+            });
+        }
+
+        _pipeline = builder.AddTimeout(o.PublishAttemptTimeout).Build();
+    }
+
+    public async Task PublishAsync(CohortExportReceived message, CancellationToken requestAborted)
+    {
+        try
+        {
+            await _pipeline.ExecuteAsync(
+                async ct => await _publish.Publish(message, ctx => ctx.MessageId = message.ImportId, ct),
+                requestAborted);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !requestAborted.IsCancellationRequested)
+        {
+            Log.PublishFailed(_logger, message.ImportId, message.WorkspaceId, ex.GetType().Name);
+            throw new BusUnavailableException("the message bus did not confirm the import", ex);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 20, Level = LogLevel.Warning,
+            Message = "Publishing import {ImportId} of workspace {WorkspaceId} was not confirmed ({Error})")]
+        public static partial void PublishFailed(ILogger logger, Guid importId, string workspaceId, string error);
+    }
+}

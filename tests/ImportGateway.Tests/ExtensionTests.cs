@@ -1,0 +1,237 @@
+using System.Net;
+using System.Text.Json;
+using CohortBridge.Contracts;
+using CohortBridge.Testing;
+using static CohortBridge.ImportGateway.Tests.PartnerHttp;
+
+namespace CohortBridge.ImportGateway.Tests;
+
+/// <summary>Idempotency-Key, rate limit, import status, archive, snapshot routing and the OpenAPI document.</summary>
+[Collection(GatewayCollection.Name)]
+public sealed class ExtensionTests(GatewayFixture fx)
+{
+    private string Changes(string changesJson, string cohortId = "spring") => ChangesBody(fx.PartnerApiKey, fx.ClientSecret, changesJson, cohortId);
+
+    [Fact]
+    public async Task IdempotencyKey_RetryOnOtherReplica_ReturnsFirstImportIdAndPublishesOnce()
+    {
+        var key = Guid.NewGuid().ToString();
+        var body = Changes("""[{"user_ids": ["idem-1"]}]""");
+
+        var first = await PostAsync(fx.Gateway.Client, ChangesPath, body, idempotencyKey: key);
+        var retry = await PostAsync(fx.LimitedGateway.Client, ChangesPath, body, idempotencyKey: key);
+
+        Assert.Equal(HttpStatusCode.Accepted, first.Status);
+        Assert.Equal(HttpStatusCode.Accepted, retry.Status);
+        Assert.Equal(first.ImportId, retry.ImportId);
+        await AssertPublishedOnceAsync(first.ImportId);
+    }
+
+    [Fact]
+    public async Task IdempotencyKey_SameKeyOtherBody_Returns409()
+    {
+        var key = Guid.NewGuid().ToString();
+        var first = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("""[{"user_ids": ["a"]}]"""), idempotencyKey: key);
+
+        var other = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("""[{"user_ids": ["b"]}]"""), idempotencyKey: key);
+
+        Assert.Equal(HttpStatusCode.Accepted, first.Status);
+        Assert.Equal(HttpStatusCode.Conflict, other.Status);
+        Assert.Equal("Idempotency-Key was already used with a different request body", other.Message);
+    }
+
+    [Fact]
+    public async Task IdempotencyKey_ConcurrentDuplicates_OneImportPublishedOnce()
+    {
+        var key = Guid.NewGuid().ToString();
+        var body = Changes("""[{"device_ids": ["race"]}]""");
+
+        var replies = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => PostAsync(fx.Gateway.Client, ChangesPath, body, idempotencyKey: key)));
+
+        Assert.All(replies, r => Assert.Equal(HttpStatusCode.Accepted, r.Status));
+        var importId = Assert.Single(replies.Select(r => r.ImportId).Distinct());
+        await AssertPublishedOnceAsync(importId);
+    }
+
+    [Fact]
+    public async Task RateLimit_BucketEmpty_Returns429WithRetryAfter()
+    {
+        var body = ChangesBody(fx.PartnerApiKey, fx.RateLimitedSecret, "[]");
+        var replies = new List<Reply>();
+        for (var i = 0; i < 4; i++)
+        {
+            replies.Add(await PostAsync(fx.LimitedGateway.Client, ChangesPath, body));
+        }
+
+        Assert.All(replies.Take(3), r => Assert.Equal(HttpStatusCode.Accepted, r.Status));
+        Assert.Equal(HttpStatusCode.TooManyRequests, replies[3].Status);
+        Assert.Equal("rate limit exceeded", replies[3].Message);
+        Assert.True(int.Parse(replies[3].RetryAfter!, System.Globalization.CultureInfo.InvariantCulture) >= 1);
+        Assert.DoesNotContain(fx.RateLimitedSecret, fx.LimitedGateway.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ImportStatus_NotYetPickedUp_SaysAccepted()
+    {
+        var posted = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", "status-accepted"));
+
+        var reply = await GetStatusAsync(posted.ImportId, fx.PartnerApiKey, fx.ClientSecret);
+
+        Assert.Equal(HttpStatusCode.OK, reply.Status);
+        Assert.Equal("accepted", reply.Json.GetProperty("status").GetString());
+        Assert.Equal("status-accepted", reply.Json.GetProperty("cohort_id").GetString());
+        Assert.Equal(0, reply.Json.GetProperty("matched").GetInt64());
+        Assert.EndsWith("Z", reply.Json.GetProperty("accepted_at").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ImportStatus_KnownToCohortService_ReturnsItsStatistics()
+    {
+        var posted = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("""[{"user_ids": ["a", "b"]}]""", "status-done"));
+        fx.CohortServiceImports[posted.ImportId] = (fx.Workspace, JsonSerializer.Serialize(new
+        {
+            import_id = posted.ImportId,
+            cohort_id = "status-done",
+            partner = GatewayFixture.Partner,
+            status = "completed",
+            received = 2,
+            matched = 1,
+            added = 1,
+            removed = 0,
+            unmatched = new Dictionary<string, int> { ["unknown_external_id"] = 1 },
+            unmatched_sample = new[] { "b" },
+            cohort_version = 3,
+            accepted_at = "2026-11-22T19:20:30+01:00",
+            completed_at = "2026-11-22T19:20:31+01:00",
+            error = (string?)null,
+        }));
+
+        var reply = await GetStatusAsync(posted.ImportId, fx.PartnerApiKey, fx.ClientSecret);
+
+        Assert.Equal(HttpStatusCode.OK, reply.Status);
+        Assert.Equal("completed", reply.Json.GetProperty("status").GetString());
+        Assert.Equal(1, reply.Json.GetProperty("unmatched").GetProperty("unknown_external_id").GetInt32());
+        Assert.Equal(3, reply.Json.GetProperty("cohort_version").GetInt64());
+        Assert.Equal("2026-11-22T18:20:31Z", reply.Json.GetProperty("completed_at").GetString());
+    }
+
+    [Fact]
+    public async Task ImportStatus_OtherWorkspaceOrPartner_Returns404()
+    {
+        var posted = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", "status-private"));
+
+        var otherWorkspace = await GetStatusAsync(posted.ImportId, fx.PartnerApiKey, fx.OtherWorkspaceSecret);
+        var otherPartner = await SendAsync(fx.Gateway.Client, WithCredentials(
+            HttpMethod.Get, $"partners/{GatewayFixture.OtherPartner}/imports/{posted.ImportId}", fx.OtherPartnerApiKey, fx.OtherPartnerSecret));
+        var unknown = await GetStatusAsync(Guid.NewGuid(), fx.PartnerApiKey, fx.ClientSecret);
+        var notAGuid = await SendAsync(fx.Gateway.Client, WithCredentials(
+            HttpMethod.Get, $"partners/{GatewayFixture.Partner}/imports/nope", fx.PartnerApiKey, fx.ClientSecret));
+
+        Assert.Equal(HttpStatusCode.NotFound, otherWorkspace.Status);
+        Assert.Equal("import not found", otherWorkspace.Message);
+        Assert.Equal(HttpStatusCode.NotFound, otherPartner.Status);
+        Assert.Equal(HttpStatusCode.NotFound, unknown.Status);
+        Assert.Equal(HttpStatusCode.NotFound, notAGuid.Status);
+    }
+
+    [Fact]
+    public async Task ImportStatus_BadCredentials_Returns401()
+    {
+        var noSecret = await GetStatusAsync(Guid.NewGuid(), fx.PartnerApiKey, null);
+        var badKey = await GetStatusAsync(Guid.NewGuid(), "nope", fx.ClientSecret);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, noSecret.Status);
+        Assert.Equal("Invalid client secret", noSecret.Message);
+        Assert.Equal(HttpStatusCode.Unauthorized, badKey.Status);
+        Assert.Equal("Invalid Partner API key", badKey.Message);
+    }
+
+    [Fact]
+    public async Task ArchiveCohort_IdWithSlash_PublishesArchive()
+    {
+        using var request = WithCredentials(HttpMethod.Delete, $"partners/{GatewayFixture.Partner}/cohorts/a%2Fb%20c", fx.PartnerApiKey, fx.ClientSecret);
+
+        var reply = await SendAsync(fx.Gateway.Client, request);
+
+        Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+        var (_, message) = Assert.Single(await fx.WaitForPublishedAsync(reply.ImportId));
+        Assert.Equal(CohortExportKind.Archive, message.Kind);
+        Assert.True(message.Archive);
+        Assert.Equal("a/b c", message.CohortId);
+    }
+
+    [Fact]
+    public async Task ArchiveCohort_InvalidSecret_Returns401()
+    {
+        using var request = WithCredentials(HttpMethod.Delete, $"partners/{GatewayFixture.Partner}/cohorts/x", fx.PartnerApiKey, "bad");
+
+        var reply = await SendAsync(fx.Gateway.Client, request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, reply.Status);
+        Assert.Equal("Invalid client secret", reply.Message);
+    }
+
+    [Theory]
+    [InlineData("application/json", HttpStatusCode.UnsupportedMediaType)]
+    [InlineData("application/x-ndjson", HttpStatusCode.NotImplemented)]
+    [InlineData("text/csv", HttpStatusCode.NotImplemented)]
+    public async Task PutMembers_ContentTypes_CheckedBeforeThePipeline(string contentType, HttpStatusCode expected)
+    {
+        using var request = WithCredentials(HttpMethod.Put, $"partners/{GatewayFixture.Partner}/cohorts/snap/members", fx.PartnerApiKey, fx.ClientSecret);
+        request.Content = new StringContent("external_id\nu1\n");
+        request.Content.Headers.ContentType = new(contentType);
+
+        var reply = await SendAsync(fx.Gateway.Client, request);
+
+        Assert.Equal(expected, reply.Status);
+    }
+
+    [Fact]
+    public async Task PutMembers_InvalidSecret_Returns401()
+    {
+        using var request = WithCredentials(HttpMethod.Put, $"partners/{GatewayFixture.Partner}/cohorts/snap/members", fx.PartnerApiKey, "bad");
+        request.Content = new StringContent("{\"external_id\": \"u1\"}\n");
+        request.Content.Headers.ContentType = new("application/x-ndjson");
+
+        var reply = await SendAsync(fx.Gateway.Client, request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, reply.Status);
+    }
+
+    [Fact]
+    public async Task OpenApi_Document_DescribesPartnerEndpointsWithExamples()
+    {
+        var json = await fx.Gateway.Client.GetStringAsync("openapi/v1.json");
+        var doc = JsonDocument.Parse(json).RootElement;
+
+        var paths = doc.GetProperty("paths");
+        Assert.True(paths.TryGetProperty("/partners/{partner}/cohorts", out _));
+        Assert.True(paths.TryGetProperty("/partners/{partner}/cohorts/users", out var users));
+        Assert.True(paths.TryGetProperty("/partners/{partner}/imports/{import_id}", out _));
+        Assert.Contains("\"cohort_changes\"", users.GetRawText(), StringComparison.Ordinal);
+        Assert.Contains("Only 1,000 user_ids, device_ids, and aliases are allowed per request", json, StringComparison.Ordinal);
+        Assert.Contains("spring-buyers", json, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Logs_AfterRequests_NeverContainSecrets()
+    {
+        await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]"));
+
+        Assert.DoesNotContain(fx.ClientSecret, fx.Gateway.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain(fx.PartnerApiKey, fx.Gateway.Output, StringComparison.Ordinal);
+    }
+
+    private Task<Reply> GetStatusAsync(Guid importId, string? apiKey, string? secret) =>
+        SendAsync(fx.Gateway.Client, WithCredentials(HttpMethod.Get, $"partners/{GatewayFixture.Partner}/imports/{importId}", apiKey, secret));
+
+    /// <summary>Publishes a sentinel after the import and waits for it: the recorder has then seen every copy there is.</summary>
+    private async Task AssertPublishedOnceAsync(Guid importId)
+    {
+        await fx.WaitForPublishedAsync(importId);
+        var sentinel = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", "sentinel"));
+        await fx.WaitForPublishedAsync(sentinel.ImportId);
+        await Eventually.UntilAsync(() => Task.FromResult(fx.Published.ContainsKey(sentinel.ImportId)));
+        Assert.Single(fx.Published[importId]);
+    }
+}
