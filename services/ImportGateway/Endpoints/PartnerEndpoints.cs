@@ -27,46 +27,39 @@ public static partial class PartnerEndpoints
             .WithName("CreateOrRenameCohort")
             .WithSummary("Create or rename a cohort")
             .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
-            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
-            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
-            .Produces<PartnerMessage>(StatusCodes.Status409Conflict)
-            .Produces<PartnerMessage>(StatusCodes.Status413PayloadTooLarge)
-            .Produces<PartnerMessage>(StatusCodes.Status415UnsupportedMediaType)
-            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
-            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status409Conflict, StatusCodes.Status413PayloadTooLarge, StatusCodes.Status415UnsupportedMediaType, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
 
         group.MapPost("/cohorts/users", PostCohortChangesAsync)
             .WithName("ChangeCohortUsers")
             .WithSummary("Add or remove users of a cohort")
             .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
-            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
-            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
-            .Produces<PartnerMessage>(StatusCodes.Status409Conflict)
-            .Produces<PartnerMessage>(StatusCodes.Status413PayloadTooLarge)
-            .Produces<PartnerMessage>(StatusCodes.Status415UnsupportedMediaType)
-            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
-            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status409Conflict, StatusCodes.Status413PayloadTooLarge, StatusCodes.Status415UnsupportedMediaType, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
 
         group.MapGet("/imports/{import_id}", GetImportStatusAsync)
             .WithName("GetImportStatus")
             .WithSummary("Status and match statistics of an import")
             .Produces<ImportStatusResponse>()
-            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
-            .Produces<PartnerMessage>(StatusCodes.Status404NotFound)
-            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
-            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+            .ProducesPartnerErrors(StatusCodes.Status401Unauthorized, StatusCodes.Status404NotFound, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
 
         group.MapDelete("/cohorts/{cohort_id}", ArchiveCohortAsync)
             .WithName("ArchiveCohort")
             .WithSummary("Archive a cohort")
             .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
-            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
-            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
-            .Produces<PartnerMessage>(StatusCodes.Status429TooManyRequests)
-            .Produces<PartnerMessage>(StatusCodes.Status503ServiceUnavailable);
+            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
 
         group.MapSnapshotEndpoints();
         return app;
+    }
+
+    /// <summary>Documents the partner-shaped <c>{"message"}</c> error answers of an endpoint.</summary>
+    internal static RouteHandlerBuilder ProducesPartnerErrors(this RouteHandlerBuilder builder, params int[] statusCodes)
+    {
+        foreach (var statusCode in statusCodes)
+        {
+            builder.Produces<PartnerMessage>(statusCode);
+        }
+
+        return builder;
     }
 
     private static Task<IResult> PostCohortNameAsync(string partner, HttpContext http, [FromServices] PartnerRequestHandler handler) =>
