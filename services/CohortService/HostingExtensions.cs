@@ -1,3 +1,9 @@
+using CohortBridge.CohortService.Consumers;
+using CohortBridge.CohortService.Data;
+using CohortBridge.CohortService.Directory;
+using CohortBridge.CohortService.Endpoints;
+using CohortBridge.CohortService.Imports;
+using CohortBridge.CohortService.Outbox;
 using CohortBridge.ServiceDefaults;
 
 namespace CohortBridge.CohortService;
@@ -10,13 +16,31 @@ public static class CohortServiceHosting
 
     public static IHostApplicationBuilder AddCohortService(this IHostApplicationBuilder builder)
     {
+        DateTimeOffsetHandler.Register();
+        builder.Services.Configure<CohortsOptions>(builder.Configuration.GetSection(CohortsOptions.SectionName));
         builder.AddPlatformDatabase(DatabaseName, typeof(CohortServiceHosting).Assembly);
-        builder.AddPlatformBus(EndpointPrefix);
+
+        builder.Services.AddSingleton<IImportHandler, NameImportHandler>();
+        builder.Services.AddSingleton<IImportHandler, ChangesImportHandler>();
+        builder.Services.AddSingleton<IImportHandler, ArchiveImportHandler>();
+        builder.Services.AddSingleton<ImportProcessor>();
+        builder.Services.AddSingleton<OutboxSignal>();
+        builder.Services.AddSingleton<UserDirectory>();
+        builder.Services.AddHostedService<OutboxDispatcher>();
+
+        builder.AddPlatformBus(EndpointPrefix, x =>
+        {
+            x.AddConsumer<CohortExportReceivedConsumer>(typeof(CohortExportReceivedConsumerDefinition));
+            x.AddConsumer<UserProfilesChangedConsumer>();
+        });
         return builder;
     }
 
     public static WebApplication MapCohortServiceEndpoints(this WebApplication app)
     {
+        app.MapDirectoryEndpoints();
+        app.MapCohortEndpoints();
+        app.MapInternalEndpoints();
         return app;
     }
 }

@@ -1,0 +1,30 @@
+using CohortBridge.Contracts;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace CohortBridge.CohortService.Consumers;
+
+/// <summary>
+/// Change sets of one cohort are applied one at a time in this process: messages are partitioned by
+/// (workspace, partner, cohort). Across processes the cohort row lock serialises them.
+/// </summary>
+public sealed class CohortExportReceivedConsumerDefinition : ConsumerDefinition<CohortExportReceivedConsumer>
+{
+    private readonly CohortsOptions _options;
+
+    public CohortExportReceivedConsumerDefinition(IOptions<CohortsOptions> options)
+    {
+        _options = options.Value;
+        ConcurrentMessageLimit = _options.ConcurrentMessageLimit;
+    }
+
+    protected override void ConfigureConsumer(
+        IReceiveEndpointConfigurator endpointConfigurator,
+        IConsumerConfigurator<CohortExportReceivedConsumer> consumerConfigurator,
+        IRegistrationContext context)
+    {
+        var partitioner = endpointConfigurator.CreatePartitioner(_options.PartitionCount);
+        consumerConfigurator.Message<CohortExportReceived>(m =>
+            m.UsePartitioner(partitioner, c => $"{c.Message.WorkspaceId}\n{c.Message.Partner}\n{c.Message.CohortId}"));
+    }
+}

@@ -1,0 +1,165 @@
+using Dapper;
+using Npgsql;
+
+namespace CohortBridge.CohortService.Data;
+
+/// <summary>A cohort row as read under its row lock.</summary>
+public sealed class CohortRow
+{
+    public long Id { get; init; }
+    public string WorkspaceId { get; init; } = "";
+    public string Partner { get; init; } = "";
+    public string CohortId { get; init; } = "";
+    public string Name { get; set; } = "";
+    public long Version { get; set; }
+    public long MemberCount { get; set; }
+    public bool Archived { get; set; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset UpdatedAt { get; set; }
+}
+
+/// <summary>Writes to cohorts, memberships and the change log; every method runs inside the caller's transaction.</summary>
+public static class CohortRepository
+{
+    public static Task EnsureWorkspaceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
+    {
+        const string sql = "INSERT INTO workspaces (workspace_id) VALUES (@ws) ON CONFLICT DO NOTHING";
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>Imports read the directory under a shared lock: no user is created, identified or deleted meanwhile.</summary>
+    public static async Task LockWorkspaceSharedAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
+    {
+        await EnsureWorkspaceAsync(conn, tx, ws, ct);
+        const string sql = "SELECT 1 FROM workspaces WHERE workspace_id = @ws FOR SHARE";
+        await conn.ExecuteAsync(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
+    }
+
+    public static Task<CohortRow?> LockCohortAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, string ws, string partner, string cohortId, CancellationToken ct)
+    {
+        const string sql = """
+            SELECT id, workspace_id, partner, cohort_id, name, version, member_count, archived, created_at, updated_at
+            FROM cohorts WHERE workspace_id = @ws AND partner = @partner AND cohort_id = @cohortId
+            FOR UPDATE
+            """;
+        return conn.QuerySingleOrDefaultAsync<CohortRow>(new CommandDefinition(sql, new { ws, partner, cohortId }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>Creates the cohort at version 0 (the caller's commit makes it version 1) or locks the existing one.</summary>
+    public static async Task<(CohortRow Cohort, bool Created)> LockOrCreateCohortAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, string ws, string partner, string cohortId, string name,
+        DateTimeOffset? partnerCreatedAt, CancellationToken ct)
+    {
+        if (await LockCohortAsync(conn, tx, ws, partner, cohortId, ct) is { } existing)
+        {
+            return (existing, false);
+        }
+
+        const string sql = """
+            INSERT INTO cohorts (workspace_id, partner, cohort_id, name, partner_created_at)
+            VALUES (@ws, @partner, @cohortId, @name, @partnerCreatedAt)
+            ON CONFLICT (workspace_id, partner, cohort_id) DO NOTHING
+            RETURNING id, workspace_id, partner, cohort_id, name, version, member_count, archived, created_at, updated_at
+            """;
+        var created = await conn.QuerySingleOrDefaultAsync<CohortRow>(new CommandDefinition(
+            sql, new { ws, partner, cohortId, name, partnerCreatedAt }, tx, cancellationToken: ct));
+        if (created is not null)
+        {
+            return (created, true);
+        }
+
+        // Another instance created it between our look-up and insert: wait for its lock like everyone else.
+        return (await LockCohortAsync(conn, tx, ws, partner, cohortId, ct)
+            ?? throw new InvalidOperationException("Cohort vanished while being created."), false);
+    }
+
+    public static async Task<int[]> AddMembersAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] ordinals, CancellationToken ct)
+    {
+        const string sql = """
+            INSERT INTO memberships (cohort_pk, ordinal, workspace_id)
+            SELECT @pk, o, @ws FROM unnest(@ordinals::int[]) AS o
+            ON CONFLICT (cohort_pk, ordinal) DO NOTHING
+            RETURNING ordinal
+            """;
+        if (ordinals.Length == 0)
+        {
+            return [];
+        }
+
+        var rows = await conn.QueryAsync<int>(new CommandDefinition(
+            sql, new { pk = cohort.Id, ws = cohort.WorkspaceId, ordinals }, tx, cancellationToken: ct));
+        return rows.AsList().ToArray();
+    }
+
+    public static async Task<int[]> RemoveMembersAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] ordinals, CancellationToken ct)
+    {
+        const string sql = """
+            DELETE FROM memberships m
+            USING unnest(@ordinals::int[]) AS o
+            WHERE m.cohort_pk = @pk AND m.ordinal = o
+            RETURNING m.ordinal
+            """;
+        if (ordinals.Length == 0)
+        {
+            return [];
+        }
+
+        var rows = await conn.QueryAsync<int>(new CommandDefinition(sql, new { pk = cohort.Id, ordinals }, tx, cancellationToken: ct));
+        return rows.AsList().ToArray();
+    }
+
+    public static async Task<int[]> RemoveAllMembersAsync(NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, CancellationToken ct)
+    {
+        const string sql = "DELETE FROM memberships WHERE cohort_pk = @pk RETURNING ordinal";
+        var rows = await conn.QueryAsync<int>(new CommandDefinition(sql, new { pk = cohort.Id }, tx, cancellationToken: ct));
+        return rows.AsList().ToArray();
+    }
+
+    /// <summary>Bumps the version by one, stores name/archived/member count and appends the change log entry.</summary>
+    public static async Task CommitVersionAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] added, int[] removed, Guid? importId,
+        DateTimeOffset occurredAt, CancellationToken ct)
+    {
+        const string sql = """
+            WITH c AS (
+                UPDATE cohorts
+                SET version = version + 1, name = @name, archived = @archived,
+                    member_count = member_count + @delta, updated_at = @occurredAt
+                WHERE id = @pk
+                RETURNING id, version, member_count, name, archived
+            ), log AS (
+                INSERT INTO cohort_changes (cohort_pk, version, name, archived, added, removed, import_id, occurred_at)
+                SELECT id, version, name, archived, @added, @removed, @importId, @occurredAt FROM c
+            )
+            SELECT version, member_count FROM c
+            """;
+        Array.Sort(added);
+        Array.Sort(removed);
+        var (version, memberCount) = await conn.QuerySingleAsync<(long, long)>(new CommandDefinition(sql, new
+        {
+            pk = cohort.Id,
+            name = cohort.Name,
+            archived = cohort.Archived,
+            delta = (long)added.Length - removed.Length,
+            added,
+            removed,
+            importId,
+            occurredAt,
+        }, tx, cancellationToken: ct));
+        cohort.Version = version;
+        cohort.MemberCount = memberCount;
+        cohort.UpdatedAt = occurredAt;
+    }
+
+    public static async Task<Dictionary<int, string?>> ExternalIdsAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, string ws, IEnumerable<int> ordinals, CancellationToken ct)
+    {
+        const string sql = "SELECT ordinal, external_id FROM users WHERE workspace_id = @ws AND ordinal = ANY(@ordinals)";
+        var rows = await conn.QueryAsync<(int Ordinal, string? ExternalId)>(new CommandDefinition(
+            sql, new { ws, ordinals = ordinals.ToArray() }, tx, cancellationToken: ct));
+        return rows.ToDictionary(r => r.Ordinal, r => r.ExternalId);
+    }
+}
