@@ -1,0 +1,189 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using CohortBridge.Contracts;
+using CohortBridge.SegmentService.Tests.Support;
+using CohortBridge.Testing;
+
+namespace CohortBridge.SegmentService.Tests;
+
+/// <summary>
+/// Projections from CohortUpdated through the broker into real SegmentService processes: ordering, duplicates,
+/// gaps (read from the CohortService internal API), restarts from the persisted copy, and two replicas.
+/// </summary>
+public sealed class ProjectionTests : IAsyncLifetime
+{
+    private const string Partner = "tinyclues";
+    private readonly SegmentServiceHarness _harness = new();
+    private readonly string _ws = "ws-" + Guid.NewGuid().ToString("N")[..12];
+
+    public Task InitializeAsync() => _harness.InitializeAsync();
+
+    public Task DisposeAsync() => _harness.DisposeAsync();
+
+    private FakeCohortService Cohorts => _harness.Cohorts;
+
+    private async Task PublishUsersAsync(int count)
+    {
+        var users = Enumerable.Range(0, count)
+            .Select(i => new DirectoryUser { Ordinal = i, ExternalId = $"u{i}", Identified = true }).ToArray();
+        await _harness.PublishAsync(Cohorts.Users(_ws, users));
+    }
+
+    private Task<long> SizeAsync(ServiceProcess segments, string cohortId, long expected) =>
+        SegmentServiceHarness.CohortSizeBecomesAsync(segments, _ws, Partner, cohortId, expected);
+
+    [Fact]
+    public async Task Consume_DuplicateAndOutOfOrderVersions_AppliesEachVersionOnce()
+    {
+        var segments = await _harness.StartAsync("order");
+        var v1 = Cohorts.Change(_ws, Partner, "spring", add: [1, 2, 3]);
+        var v2 = Cohorts.Change(_ws, Partner, "spring", add: [4], remove: [1]);
+        var v3 = Cohorts.Change(_ws, Partner, "spring", add: [1]);
+        var v4 = Cohorts.Change(_ws, Partner, "spring", remove: [2, 3]);
+
+        await _harness.PublishAsync(v1);
+        await SizeAsync(segments, "spring", 3);
+
+        // A duplicate of v1 after v2 must not re-add user 1.
+        await _harness.PublishAsync(v2);
+        await _harness.PublishAsync(v1);
+        await _harness.PublishAsync(v2);
+        await SizeAsync(segments, "spring", 3);
+
+        // v4 before v3: the gap is read from CohortService's change log; the late v3 is then a duplicate.
+        await _harness.PublishAsync(v4);
+        await SizeAsync(segments, "spring", 2);
+        await _harness.PublishAsync(v3);
+        var marker = Cohorts.Change(_ws, Partner, "marker", add: [9]);
+        await _harness.PublishAsync(marker);
+        await SizeAsync(segments, "marker", 1);
+        Assert.Equal(2, await SizeAsync(segments, "spring", 2));
+        Assert.Contains(Cohorts.Requests, r => r.Contains("/cohorts/tinyclues/spring/changes?after=", StringComparison.Ordinal));
+
+        var members = await EvaluateMembersAsync(segments, "spring");
+        Assert.Equal(Cohorts.MembersOf(_ws, Partner, "spring").Order(), members);
+    }
+
+    [Fact]
+    public async Task Consume_MustRereadOrGapBeyondChangeLog_ReadsWholeCohort()
+    {
+        var segments = await _harness.StartAsync("reread");
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "big", add: [1, 2]));
+        await SizeAsync(segments, "big", 2);
+
+        var large = Cohorts.Change(_ws, Partner, "big", add: Enumerable.Range(100, 70_000).ToArray());
+        await _harness.PublishAsync(large with { Added = null, Removed = null, MustReread = true });
+        await SizeAsync(segments, "big", 70_002);
+
+        // The change log no longer reaches back to our version: the members are read whole.
+        Cohorts.Change(_ws, Partner, "big", remove: [1]);
+        var v4 = Cohorts.Change(_ws, Partner, "big", remove: [2]);
+        Cohorts.OldestChangeLogVersion = 4;
+        await _harness.PublishAsync(v4);
+        await SizeAsync(segments, "big", 70_000);
+        Assert.Contains(Cohorts.Requests, r => r.EndsWith("/cohorts/tinyclues/big/members", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Restart_WithPersistedProjection_LoadsItWithoutRereadingCohorts()
+    {
+        await PublishUsersAsync(20);
+        var segments = await _harness.StartAsync("restart");
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "a", name: "A", add: [1, 2, 3, 4]));
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "b", name: "B", add: [3, 4, 5]));
+        await SizeAsync(segments, "a", 4);
+        await SizeAsync(segments, "b", 3);
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws,
+            new { and = new object[] { Includes("a"), new { cohort = new { partner = Partner, cohort_id = "b" }, op = "excludes" } } });
+        await SegmentServiceHarness.SizeBecomesAsync(segments, _ws, id, 2);
+
+        await segments.StopAsync();
+        var before = Cohorts.Requests.Count;
+        var restarted = await _harness.StartAsync("restart");
+
+        // Ready means loaded and caught up: no polling needed for the persisted state.
+        var size = await restarted.Client.GetFromJsonAsync<JsonElement>($"workspaces/{_ws}/segments/{id}/size");
+        Assert.Equal(2, size.GetProperty("size").GetInt64());
+        var check = await restarted.Client.GetFromJsonAsync<JsonElement>($"workspaces/{_ws}/segments/{id}/members/check?external_id=u1");
+        Assert.True(check.GetProperty("member").GetBoolean());
+        var afterRestart = Cohorts.Requests.Skip(before).ToList();
+        Assert.Contains("/internal/cohorts", afterRestart);
+        Assert.DoesNotContain(afterRestart, r => r.Contains("/members", StringComparison.Ordinal) || r.Contains("/directory", StringComparison.Ordinal));
+        await Eventually.UntilAsync(
+            () => Task.FromResult(restarted.Output.Contains("Loaded the persisted projection: 2 cohorts, 20 users", StringComparison.Ordinal)),
+            because: "start-up loads the persisted cohorts and directory");
+    }
+
+    [Fact]
+    public async Task Startup_CohortServiceDown_ReportsReadyWithPersistedProjection()
+    {
+        var segments = await _harness.StartAsync("down");
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "a", add: [1, 2]));
+        await SizeAsync(segments, "a", 2);
+        await segments.StopAsync();
+
+        Cohorts.Unavailable = true;
+        var restarted = await _harness.StartAsync("down");
+        await Eventually.UntilAsync(
+            () => Task.FromResult(restarted.Output.Contains("CohortService did not answer within 3 s", StringComparison.Ordinal)),
+            because: "start-up logs that it is ready without catching up");
+        Assert.Equal(2, await SizeAsync(restarted, "a", 2));
+
+        // Once CohortService is back, the background catch-up reads what was missed meanwhile.
+        Cohorts.Change(_ws, Partner, "a", add: [3]);
+        Cohorts.Unavailable = false;
+        await SizeAsync(restarted, "a", 3);
+    }
+
+    [Fact]
+    public async Task Startup_FreshReplica_CatchesUpFromCohortService()
+    {
+        await PublishUsersAsync(10);
+        Cohorts.Change(_ws, Partner, "old", name: "Old cohort", add: [1, 2, 3]);
+        Cohorts.Change(_ws, Partner, "old", remove: [3]);
+
+        var segments = await _harness.StartAsync("fresh");
+        var body = await segments.Client.GetFromJsonAsync<JsonElement>($"workspaces/{_ws}/cohorts");
+        var item = Assert.Single(body.GetProperty("items").EnumerateArray());
+        Assert.Equal("Old cohort", item.GetProperty("name").GetString());
+        Assert.Equal(2, item.GetProperty("version").GetInt64());
+        Assert.Equal(2, item.GetProperty("member_count").GetInt64());
+
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("old"));
+        var check = await segments.Client.GetFromJsonAsync<JsonElement>($"workspaces/{_ws}/segments/{id}/members/check?external_id=u2");
+        Assert.True(check.GetProperty("member").GetBoolean());
+    }
+
+    [Fact]
+    public async Task TwoInstances_SameEvents_BothUpToDateOnTheirOwnQueues()
+    {
+        var first = await _harness.StartAsync("replica-1");
+        var second = await _harness.StartAsync("replica-2");
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "shared", add: [1, 2, 3]));
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "shared", add: [4, 5], remove: [1]));
+        await SizeAsync(first, "shared", 4);
+        await SizeAsync(second, "shared", 4);
+
+        using var management = _harness.Infrastructure.ManagementClient();
+        var queues = await management.GetFromJsonAsync<JsonElement>($"api/queues/{Uri.EscapeDataString(_harness.VirtualHost)}");
+        var names = queues.EnumerateArray().Select(q => q.GetProperty("name").GetString()).ToHashSet();
+        Assert.Contains("segments-cohort-updated-replica-1", names);
+        Assert.Contains("segments-cohort-updated-replica-2", names);
+        Assert.Contains("segments-user-directory-changed-replica-1", names);
+    }
+
+    private static object Includes(string cohortId) => new { cohort = new { partner = Partner, cohort_id = cohortId }, op = "includes" };
+
+    private async Task<int[]> EvaluateMembersAsync(ServiceProcess segments, string cohortId)
+    {
+        await PublishUsersAsync(50);
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes(cohortId));
+        var lines = await Eventually.UntilAsync(
+            async () => (await segments.Client.GetStringAsync($"workspaces/{_ws}/segments/{id}/members"))
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries),
+            l => l.Length == Cohorts.MembersOf(_ws, Partner, cohortId).Count,
+            because: "the directory names every member");
+        return lines.Select(l => int.Parse(JsonDocument.Parse(l).RootElement.GetProperty("external_id").GetString()![1..],
+            System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+    }
+}
