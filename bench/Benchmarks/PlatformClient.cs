@@ -1,0 +1,297 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace CohortBridge.Benchmarks;
+
+/// <summary>The platform's public and admin HTTP APIs as the benchmark drives them (shared/API.md).</summary>
+internal sealed class PlatformClient : IDisposable
+{
+    private readonly Settings _settings;
+    private readonly HttpClient _gateway;
+    private readonly HttpClient _keys;
+    private readonly HttpClient _cohorts;
+    private readonly HttpClient _segments;
+
+    public PlatformClient(Settings settings)
+    {
+        _settings = settings;
+        var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 256, PooledConnectionLifetime = TimeSpan.FromMinutes(10) };
+        _gateway = Client(handler, settings.Gateway, admin: false);
+        _keys = Client(handler, settings.Keys, admin: true);
+        _cohorts = Client(handler, settings.Cohorts, admin: true);
+        _segments = Client(handler, settings.Segments, admin: true);
+    }
+
+    public string Workspace { get; private set; } = "";
+    public string Partner { get; private set; } = "";
+    public string PartnerApiKey { get; private set; } = "";
+    public string ClientSecret { get; private set; } = "";
+
+    private HttpClient Client(HttpMessageHandler handler, string baseUrl, bool admin)
+    {
+        var c = new HttpClient(handler, disposeHandler: false) { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromMinutes(30) };
+        if (admin)
+        {
+            c.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", _settings.AdminToken);
+        }
+
+        return c;
+    }
+
+    public async Task EnsureReadyAsync()
+    {
+        foreach (var (name, client) in new[] { ("gateway", _gateway), ("keys", _keys), ("cohorts", _cohorts), ("segments", _segments) })
+        {
+            try
+            {
+                using var r = await client.GetAsync("health/ready");
+                if (!r.IsSuccessStatusCode)
+                {
+                    throw new InvalidOperationException($"{name} at {client.BaseAddress} is not ready ({(int)r.StatusCode}). Run `make up` first.");
+                }
+            }
+            catch (HttpRequestException e)
+            {
+                throw new InvalidOperationException($"{name} at {client.BaseAddress} does not answer. Run `make up` first.", e);
+            }
+        }
+    }
+
+    /// <summary>A fresh partner, workspace and data import key for this run.</summary>
+    public async Task CreateTenantAsync()
+    {
+        var suffix = DateTime.UtcNow.ToString("MMddHHmmss", System.Globalization.CultureInfo.InvariantCulture);
+        Partner = $"bench{suffix}";
+        Workspace = $"bench-{suffix}";
+        var partner = await PostJsonAsync(_keys, "admin/partners", new { partner = Partner, display_name = "Benchmark partner" });
+        PartnerApiKey = partner["partner_api_key"]!.GetValue<string>();
+        await PostJsonAsync(_keys, "admin/workspaces", new { workspace_id = Workspace, name = "Benchmark workspace" });
+        var key = await PostJsonAsync(_keys, $"admin/workspaces/{Workspace}/partners/{Partner}/import-keys", new { });
+        ClientSecret = key["client_secret"]!.GetValue<string>();
+    }
+
+    /// <summary>Uploads profiles through the bulk NDJSON endpoint, in requests of <paramref name="linesPerRequest"/>.</summary>
+    public async Task UploadUsersAsync(IEnumerable<int> users, Action<StringBuilder, int> write, int linesPerRequest = 250_000)
+    {
+        var sb = new StringBuilder();
+        var n = 0;
+        foreach (var i in users)
+        {
+            write(sb, i);
+            if (++n == linesPerRequest)
+            {
+                await PostUsersAsync(sb.ToString());
+                sb.Clear();
+                n = 0;
+            }
+        }
+
+        if (n > 0)
+        {
+            await PostUsersAsync(sb.ToString());
+        }
+    }
+
+    private async Task PostUsersAsync(string ndjson)
+    {
+        using var content = new StringContent(ndjson, Encoding.UTF8, "application/x-ndjson");
+        using var r = await _cohorts.PostAsync($"admin/workspaces/{Workspace}/users:bulk", content);
+        var body = await r.Content.ReadAsStringAsync();
+        if (!r.IsSuccessStatusCode)
+        {
+            throw new InvalidOperationException($"users:bulk answered {(int)r.StatusCode}: {Truncate(body)}");
+        }
+
+        var result = JsonNode.Parse(body)!;
+        if (result["rejected"]?.GetValue<long>() is > 0)
+        {
+            throw new InvalidOperationException($"users:bulk rejected profiles: {Truncate(body)}");
+        }
+    }
+
+    /// <summary>Streams a full snapshot (NDJSON) and returns the import id.</summary>
+    public async Task<string> PutSnapshotAsync(string cohortId, IEnumerable<string> lines)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Put, $"partners/{Partner}/cohorts/{Uri.EscapeDataString(cohortId)}/members")
+        {
+            Content = new NdjsonStreamContent(lines),
+        };
+        PartnerHeaders(request);
+        using var r = await _gateway.SendAsync(request, HttpCompletionOption.ResponseContentRead);
+        var body = await r.Content.ReadAsStringAsync();
+        if (r.StatusCode != HttpStatusCode.Accepted)
+        {
+            throw new InvalidOperationException($"snapshot answered {(int)r.StatusCode}: {Truncate(body)}");
+        }
+
+        return JsonNode.Parse(body)!["import_id"]!.GetValue<string>();
+    }
+
+    /// <summary>One compatible-API change request; returns the import id.</summary>
+    public async Task<string> PostChangesAsync(string cohortId, IReadOnlyList<string> externalIds, bool remove = false)
+    {
+        var payload = new
+        {
+            partner_api_key = PartnerApiKey,
+            client_secret = ClientSecret,
+            cohort_id = cohortId,
+            cohort_changes = new[] { new { user_ids = externalIds, device_ids = Array.Empty<string>(), aliases = Array.Empty<object>(), should_remove = remove } },
+        };
+        for (var attempt = 0; ; attempt++)
+        {
+            using var r = await _gateway.PostAsJsonAsync($"partners/{Partner}/cohorts/users", payload);
+            var body = await r.Content.ReadAsStringAsync();
+            if (r.StatusCode == HttpStatusCode.Accepted)
+            {
+                return JsonNode.Parse(body)!["import_id"]!.GetValue<string>();
+            }
+
+            if ((r.StatusCode == HttpStatusCode.TooManyRequests || r.StatusCode == HttpStatusCode.ServiceUnavailable) && attempt < 20)
+            {
+                await Task.Delay(r.Headers.RetryAfter?.Delta ?? TimeSpan.FromMilliseconds(200));
+                continue;
+            }
+
+            throw new InvalidOperationException($"cohorts/users answered {(int)r.StatusCode}: {Truncate(body)}");
+        }
+    }
+
+    public async Task<JsonNode> ImportStatusAsync(string importId)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"partners/{Partner}/imports/{importId}");
+        PartnerHeaders(request);
+        using var r = await _gateway.SendAsync(request);
+        var body = await r.Content.ReadAsStringAsync();
+        return r.IsSuccessStatusCode ? JsonNode.Parse(body)! : throw new InvalidOperationException($"import status {(int)r.StatusCode}: {Truncate(body)}");
+    }
+
+    /// <summary>Polls the import until it is completed (or failed) and returns its final status.</summary>
+    public async Task<JsonNode> WaitForImportAsync(string importId, TimeSpan timeout, TimeSpan? poll = null)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            var status = await ImportStatusAsync(importId);
+            var s = status["status"]?.GetValue<string>();
+            if (s == "completed")
+            {
+                return status;
+            }
+
+            if (s == "failed")
+            {
+                throw new InvalidOperationException($"import {importId} failed: {status["error"]}");
+            }
+
+            if (sw.Elapsed > timeout)
+            {
+                throw new TimeoutException($"import {importId} not completed after {timeout}: {status.ToJsonString()}");
+            }
+
+            await Task.Delay(poll ?? TimeSpan.FromMilliseconds(100));
+        }
+    }
+
+    public async Task<string> CreateSegmentAsync(string name, object filter)
+    {
+        var created = await PostJsonAsync(_segments, $"admin/workspaces/{Workspace}/segments", new { name, filter });
+        return created["segment_id"]!.GetValue<string>();
+    }
+
+    public async Task<long> SegmentSizeAsync(string segmentId)
+    {
+        using var r = await _segments.GetAsync($"workspaces/{Workspace}/segments/{segmentId}/size");
+        var body = await r.Content.ReadAsStringAsync();
+        return r.IsSuccessStatusCode
+            ? JsonNode.Parse(body)!["size"]!.GetValue<long>()
+            : throw new InvalidOperationException($"segment size {(int)r.StatusCode}: {Truncate(body)}");
+    }
+
+    public async Task<bool> CheckMemberAsync(string segmentId, string externalId)
+    {
+        using var r = await _segments.GetAsync($"workspaces/{Workspace}/segments/{segmentId}/members/check?external_id={Uri.EscapeDataString(externalId)}");
+        r.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await r.Content.ReadAsStreamAsync());
+        return doc.RootElement.GetProperty("member").GetBoolean();
+    }
+
+    /// <summary>A cohort's member ordinals from CohortService's internal API (little-endian int32, ascending).</summary>
+    public async Task<int[]> CohortOrdinalsAsync(string cohortId)
+    {
+        var bytes = await _cohorts.GetByteArrayAsync($"internal/workspaces/{Workspace}/cohorts/{Partner}/{Uri.EscapeDataString(cohortId)}/members");
+        var ordinals = new int[bytes.Length / 4];
+        Buffer.BlockCopy(bytes, 0, ordinals, 0, ordinals.Length * 4);
+        return ordinals;
+    }
+
+    private void PartnerHeaders(HttpRequestMessage request)
+    {
+        request.Headers.Add("X-Partner-Api-Key", PartnerApiKey);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ClientSecret);
+    }
+
+    private static async Task<JsonNode> PostJsonAsync(HttpClient client, string path, object body)
+    {
+        using var r = await client.PostAsJsonAsync(path, body);
+        var text = await r.Content.ReadAsStringAsync();
+        if (!r.IsSuccessStatusCode)
+        {
+            throw new InvalidOperationException($"POST {client.BaseAddress}{path} answered {(int)r.StatusCode}: {Truncate(text)}");
+        }
+
+        return JsonNode.Parse(text.Length == 0 ? "{}" : text)!;
+    }
+
+    private static string Truncate(string s) => s.Length > 400 ? s[..400] + "…" : s;
+
+    public void Dispose()
+    {
+        _gateway.Dispose();
+        _keys.Dispose();
+        _cohorts.Dispose();
+        _segments.Dispose();
+    }
+
+    /// <summary>Streams NDJSON lines without building the whole body in memory (chunked transfer).</summary>
+    private sealed class NdjsonStreamContent : HttpContent
+    {
+        private readonly IEnumerable<string> _lines;
+
+        public NdjsonStreamContent(IEnumerable<string> lines)
+        {
+            _lines = lines;
+            Headers.ContentType = new MediaTypeHeaderValue("application/x-ndjson");
+        }
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            var buffer = new StringBuilder(1 << 20);
+            foreach (var line in _lines)
+            {
+                buffer.Append(line).Append('\n');
+                if (buffer.Length >= 1 << 20)
+                {
+                    var bytes = Encoding.UTF8.GetBytes(buffer.ToString());
+                    await stream.WriteAsync(bytes);
+                    buffer.Clear();
+                }
+            }
+
+            if (buffer.Length > 0)
+            {
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(buffer.ToString()));
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
+    }
+}

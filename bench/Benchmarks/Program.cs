@@ -1,0 +1,205 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using CohortBridge.Benchmarks;
+
+// make bench: measures a running platform (make up) on a synthetic workspace and prints one table.
+// Figures go to artifacts/bench.json too (flat object, numbers only, units in the key names).
+var settings = new Settings();
+var figures = new Dictionary<string, double>();
+var rows = new List<(string What, string Value, string Note)>();
+void Row(string what, string value, string note = "") { rows.Add((what, value, note)); Console.WriteLine($"  {what}: {value} {note}"); }
+string F(double v, string format = "N0") => v.ToString(format, CultureInfo.InvariantCulture);
+
+using var platform = new PlatformClient(settings);
+await platform.EnsureReadyAsync();
+await platform.CreateTenantAsync();
+var n = settings.Users;
+figures["users"] = n;
+Console.WriteLine($"CohortBridge benchmark: {n:N0} users, workspace {platform.Workspace}, {Environment.ProcessorCount} cores");
+
+// 1. The user directory (setup; reported for orientation).
+var sw = Stopwatch.StartNew();
+await platform.UploadUsersAsync(Enumerable.Range(0, n), SyntheticWorkspace.WriteProfile);
+await platform.UploadUsersAsync(Enumerable.Range(0, n).Where(SyntheticWorkspace.IdentifiedLater), SyntheticWorkspace.WriteIdentification);
+var directorySeconds = sw.Elapsed.TotalSeconds;
+figures["directory_upsert_users_per_second"] = Math.Round(n / directorySeconds);
+Row("directory upsert", $"{F(n / directorySeconds)} users/s", $"({F(directorySeconds, "F1")} s)");
+
+// 2. Physical baseline set-up on the same PostgreSQL (not timed).
+await using var baseline = new PhysicalBaseline(settings);
+await baseline.SetUpAsync(n);
+
+// 3. Snapshot import of every user: first byte to `completed`.
+sw.Restart();
+var snapshotImport = await platform.PutSnapshotAsync("bench-all", Enumerable.Range(0, n).Select(SyntheticWorkspace.SnapshotLine));
+var snapshotStatus = await platform.WaitForImportAsync(snapshotImport, TimeSpan.FromMinutes(30), TimeSpan.FromMilliseconds(250));
+var snapshotSeconds = sw.Elapsed.TotalSeconds;
+var snapshotMatched = snapshotStatus["matched"]!.GetValue<long>();
+if (snapshotMatched != n)
+{
+    throw new InvalidOperationException($"snapshot matched {snapshotMatched} of {n} users");
+}
+
+var snapshotBaseline = await baseline.ImportAsync(Enumerable.Range(0, n));
+figures["snapshot_10m_seconds"] = Math.Round(snapshotSeconds, 2);
+figures["snapshot_baseline_seconds"] = Math.Round(snapshotBaseline, 2);
+figures["snapshot_vs_baseline_ratio"] = Math.Round(snapshotBaseline / snapshotSeconds, 3);
+Row("snapshot import", $"{F(snapshotSeconds, "F1")} s, {F(n / snapshotSeconds)} ids/s", $"(baseline {F(snapshotBaseline, "F1")} s; ratio {F(snapshotBaseline / snapshotSeconds, "F2")}, target >= 0.7)");
+
+// 4. Diff path: 1,000-identifier requests from concurrent clients into one cohort.
+var diffUsers = SyntheticWorkspace.IdentifiedUsers(n).Take(Math.Min(settings.DiffIdentifiers, n)).ToArray();
+var batches = diffUsers.Chunk(1000).ToArray();
+var latencies = new ConcurrentBag<double>();
+var lastImports = new ConcurrentBag<string>();
+var next = -1;
+sw.Restart();
+await Task.WhenAll(Enumerable.Range(0, settings.DiffClients).Select(async _ =>
+{
+    string? last = null;
+    int k;
+    while ((k = Interlocked.Increment(ref next)) < batches.Length)
+    {
+        var ids = batches[k].Select(i => "u" + i.ToString(CultureInfo.InvariantCulture)).ToArray();
+        var t = Stopwatch.StartNew();
+        last = await platform.PostChangesAsync("bench-diff", ids);
+        latencies.Add(t.Elapsed.TotalMilliseconds);
+    }
+
+    if (last is not null)
+    {
+        lastImports.Add(last);
+    }
+}));
+foreach (var id in lastImports)
+{
+    await platform.WaitForImportAsync(id, TimeSpan.FromMinutes(30));
+}
+
+var diffSeconds = sw.Elapsed.TotalSeconds;
+var diffIdsPerSecond = diffUsers.Length / diffSeconds;
+var diffBaselineSeconds = await baseline.ImportAsync(diffUsers);
+var baselineIdsPerSecond = diffUsers.Length / diffBaselineSeconds;
+figures["diff_ids_per_second"] = Math.Round(diffIdsPerSecond);
+figures["baseline_ids_per_second"] = Math.Round(baselineIdsPerSecond);
+figures["diff_vs_baseline_ratio"] = Math.Round(diffIdsPerSecond / baselineIdsPerSecond, 3);
+figures["diff_request_p50_ms"] = Math.Round(Stats.Median(latencies.ToArray()), 2);
+figures["diff_request_p99_ms"] = Math.Round(Stats.Percentile(latencies.ToArray(), 99), 2);
+Row("diff import", $"{F(diffIdsPerSecond)} ids/s", $"({F(diffUsers.Length)} ids, {settings.DiffClients} clients; baseline {F(baselineIdsPerSecond)} ids/s; ratio {F(diffIdsPerSecond / baselineIdsPerSecond, "F2")}, target >= 0.5 and >= 100,000/s)");
+Row("diff request latency", $"p50 {F(figures["diff_request_p50_ms"], "F1")} ms, p99 {F(figures["diff_request_p99_ms"], "F1")} ms");
+
+// 5. Evaluation cohorts: A = half of the users (5M at 10M), B = the diff cohort (1M), C = a thousandth (10k).
+var halfImport = await platform.PutSnapshotAsync("bench-half", Enumerable.Range(0, n).Where(i => i % 2 == 0).Select(SyntheticWorkspace.SnapshotLine));
+var smallImport = await platform.PutSnapshotAsync("bench-small", Enumerable.Range(0, n).Where(i => i % 1000 == 7).Select(SyntheticWorkspace.SnapshotLine));
+await platform.WaitForImportAsync(halfImport, TimeSpan.FromMinutes(30), TimeSpan.FromMilliseconds(250));
+await platform.WaitForImportAsync(smallImport, TimeSpan.FromMinutes(30), TimeSpan.FromMilliseconds(250));
+object Cohort(string id, string op) => new { cohort = new { partner = platform.Partner, cohort_id = id }, op };
+var filter = new { and = new object[] { Cohort("bench-half", "includes"), new { or = new object[] { Cohort("bench-diff", "includes"), Cohort("bench-small", "excludes") } } } };
+var segment = await platform.CreateSegmentAsync("bench three cohorts", filter);
+
+var a = await platform.CohortOrdinalsAsync("bench-half");
+var b = await platform.CohortOrdinalsAsync("bench-diff");
+var c = await platform.CohortOrdinalsAsync("bench-small");
+var live = Enumerable.Range(0, n).ToArray();
+var inService = InServiceEvaluation.Measure(a, b, c, live);
+await baseline.LoadCohortAsync(101, a);
+await baseline.LoadCohortAsync(102, b);
+await baseline.LoadCohortAsync(103, c);
+var (sqlSize, sqlMs) = await baseline.EvaluateAsync(101, 102, 103);
+var httpSize = await Eventually(() => platform.SegmentSizeAsync(segment), size => size == inService.Size, TimeSpan.FromMinutes(5));
+if (sqlSize != inService.Size || httpSize != inService.Size)
+{
+    throw new InvalidOperationException($"segment sizes disagree: bitmap {inService.Size}, SQL {sqlSize}, service {httpSize}");
+}
+
+var httpTimes = new List<double>();
+for (var i = 0; i < 200; i++)
+{
+    var t = Stopwatch.StartNew();
+    await platform.SegmentSizeAsync(segment);
+    httpTimes.Add(t.Elapsed.TotalMilliseconds);
+}
+
+figures["segment_eval_ms"] = Math.Round(inService.MedianMs, 4);
+figures["segment_eval_sql_ms"] = Math.Round(sqlMs, 2);
+figures["segment_eval_speedup_ratio"] = Math.Round(sqlMs / inService.MedianMs);
+figures["segment_size_http_p50_ms"] = Math.Round(Stats.Median(httpTimes), 3);
+figures["projection_bytes_per_member"] = Math.Round(inService.BytesPerMember, 4);
+Row("segment evaluation", $"{F(inService.MedianMs * 1000, "F0")} µs in process", $"(size {F(inService.Size)}; SQL {F(sqlMs, "F0")} ms; speed-up x{F(sqlMs / inService.MedianMs)}; HTTP size call p50 {F(Stats.Median(httpTimes), "F2")} ms)");
+Row("projection size", $"{F(inService.BytesPerMember, "F3")} bytes/member", "(serialized bitmaps of the three cohorts; target <= 1)");
+
+// 6. Membership checks over HTTP.
+var checkTimes = new ConcurrentBag<double>();
+var checkEnd = DateTime.UtcNow.AddSeconds(settings.CheckSeconds);
+var checkWatch = Stopwatch.StartNew();
+await Task.WhenAll(Enumerable.Range(0, settings.CheckConcurrency).Select(async worker =>
+{
+    var random = new Random(worker);
+    while (DateTime.UtcNow < checkEnd)
+    {
+        var i = random.Next(n);
+        var t = Stopwatch.StartNew();
+        await platform.CheckMemberAsync(segment, "u" + i.ToString(CultureInfo.InvariantCulture));
+        checkTimes.Add(t.Elapsed.TotalMilliseconds);
+    }
+}));
+var checks = checkTimes.ToArray();
+figures["check_per_second"] = Math.Round(checks.Length / checkWatch.Elapsed.TotalSeconds);
+figures["check_p50_ms"] = Math.Round(Stats.Median(checks), 3);
+figures["check_p99_ms"] = Math.Round(Stats.Percentile(checks, 99), 3);
+Row("membership checks", $"{F(figures["check_per_second"])} /s", $"(p50 {F(figures["check_p50_ms"], "F2")} ms, p99 {F(figures["check_p99_ms"], "F2")} ms, {settings.CheckConcurrency} concurrent; target >= 20,000/s, p99 < 5 ms)");
+
+// 7. Freshness: from the 202 of a small import to the segment size changing.
+var freshSegment = await platform.CreateSegmentAsync("bench freshness", new { cohort = new { partner = platform.Partner, cohort_id = "bench-fresh" }, op = "includes" });
+var freshUsers = SyntheticWorkspace.IdentifiedUsers(n).Take(settings.FreshnessSamples + 1).ToArray();
+await platform.WaitForImportAsync(await platform.PostChangesAsync("bench-fresh", ["u" + freshUsers[0]]), TimeSpan.FromMinutes(1));
+await Eventually(() => platform.SegmentSizeAsync(freshSegment), size => size == 1, TimeSpan.FromMinutes(1));
+var freshness = new List<double>();
+for (var s = 1; s <= settings.FreshnessSamples; s++)
+{
+    await platform.PostChangesAsync("bench-fresh", ["u" + freshUsers[s]]);
+    var t = Stopwatch.StartNew();
+    var expected = s + 1;
+    await Eventually(() => platform.SegmentSizeAsync(freshSegment), size => size == expected, TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(2));
+    freshness.Add(t.Elapsed.TotalMilliseconds);
+}
+
+figures["freshness_p50_ms"] = Math.Round(Stats.Median(freshness), 1);
+figures["freshness_p99_ms"] = Math.Round(Stats.Percentile(freshness, 99), 1);
+Row("freshness", $"p50 {F(figures["freshness_p50_ms"], "F0")} ms, p99 {F(figures["freshness_p99_ms"], "F0")} ms", "(202 → segment size changed; target p99 < 1 s)");
+
+// The table and the JSON.
+Console.WriteLine();
+var w1 = rows.Max(r => r.What.Length);
+var w2 = rows.Max(r => r.Value.Length);
+Console.WriteLine($"| {"figure".PadRight(w1)} | {"value".PadRight(w2)} | note");
+Console.WriteLine($"|{new string('-', w1 + 2)}|{new string('-', w2 + 2)}|------");
+foreach (var (what, value, note) in rows)
+{
+    Console.WriteLine($"| {what.PadRight(w1)} | {value.PadRight(w2)} | {note}");
+}
+
+Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(settings.Output))!);
+await File.WriteAllTextAsync(settings.Output, JsonSerializer.Serialize(figures, new JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine($"\nfigures written to {settings.Output}");
+
+static async Task<T> Eventually<T>(Func<Task<T>> probe, Func<T, bool> done, TimeSpan timeout, TimeSpan? poll = null)
+{
+    var sw = Stopwatch.StartNew();
+    while (true)
+    {
+        var value = await probe();
+        if (done(value))
+        {
+            return value;
+        }
+
+        if (sw.Elapsed > timeout)
+        {
+            throw new TimeoutException($"condition not met within {timeout}; last value {value}");
+        }
+
+        await Task.Delay(poll ?? TimeSpan.FromMilliseconds(20));
+    }
+}

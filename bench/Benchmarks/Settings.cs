@@ -1,0 +1,28 @@
+namespace CohortBridge.Benchmarks;
+
+/// <summary>Where the running platform is, and how big the synthetic workspace is (environment variables).</summary>
+internal sealed record Settings
+{
+    public int Users { get; init; } = Int("BENCH_USERS", 10_000_000);
+    public string Gateway { get; init; } = Str("BENCH_GATEWAY_URL", "http://127.0.0.1:5080/");
+    public string Keys { get; init; } = Str("BENCH_KEYS_URL", "http://127.0.0.1:5081/");
+    public string Cohorts { get; init; } = Str("BENCH_COHORTS_URL", "http://127.0.0.1:5082/");
+    public string Segments { get; init; } = Str("BENCH_SEGMENTS_URL", "http://127.0.0.1:5083/");
+    public string AdminToken { get; init; } = Str("PLATFORM_ADMIN_TOKEN", "dev-admin-token");
+
+    /// <summary>The same PostgreSQL server the platform uses, for the physical baseline and the SQL comparison.</summary>
+    public string Postgres { get; init; } = Str("BENCH_POSTGRES", "Host=127.0.0.1;Port=54329;Username=postgres;Database=postgres");
+
+    public int DiffIdentifiers { get; init; } = Int("BENCH_DIFF_IDS", 1_000_000);
+    public int DiffClients { get; init; } = Int("BENCH_DIFF_CLIENTS", 8);
+    public int FreshnessSamples { get; init; } = Int("BENCH_FRESHNESS_SAMPLES", 50);
+    public int CheckSeconds { get; init; } = Int("BENCH_CHECK_SECONDS", 10);
+    public int CheckConcurrency { get; init; } = Int("BENCH_CHECK_CONCURRENCY", 32);
+    public string Output { get; init; } = Str("BENCH_OUTPUT", "artifacts/bench.json");
+
+    private static int Int(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), out var v) && v > 0 ? v : fallback;
+
+    private static string Str(string name, string fallback) =>
+        Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : fallback;
+}
