@@ -27,7 +27,7 @@ dotnet build Platform.sln -c "$CONFIGURATION" -nologo -clp:ErrorsOnly -v q
 say "testing"
 mkdir -p "$REPO/artifacts"
 set +e
-dotnet test Platform.sln -c "$CONFIGURATION" --no-build -nologo --logger "console;verbosity=minimal" \
+dotnet test Platform.sln -c "$CONFIGURATION" --no-build -nologo -m:1 --logger "console;verbosity=minimal" \
   --results-directory "$REPO/artifacts/test-results" --blame-hang-timeout 5m ${TEST_FILTER:+--filter "$TEST_FILTER"} 2>&1 \
   | tee "$REPO/artifacts/test-output.log"
 status=${PIPESTATUS[0]}

@@ -90,7 +90,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         if (waitUntilReady)
         {
-            await sp.WaitUntilReadyAsync(readyTimeout ?? TimeSpan.FromSeconds(60));
+            await sp.WaitUntilReadyAsync(readyTimeout ?? TimeSpan.FromSeconds(120));
         }
 
         return sp;

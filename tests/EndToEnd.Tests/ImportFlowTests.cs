@@ -1,0 +1,112 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using CohortBridge.Testing;
+using static CohortBridge.EndToEnd.Tests.PartnerScenario;
+
+namespace CohortBridge.EndToEnd.Tests;
+
+/// <summary>
+/// The product's promise through real processes: partner HTTP → gateway → RabbitMQ → CohortService → PostgreSQL →
+/// CohortUpdated → SegmentService → a campaign service's questions.
+/// </summary>
+public sealed class ImportFlowTests(PlatformFixture platform) : IClassFixture<PlatformFixture>
+{
+    [Fact]
+    public async Task PartnerImport_ExistingUsers_ChangeSegmentAndReportMatches()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync(
+            """{"external_id":"u1"}""",
+            """{"device_ids":["d2"]}""",
+            """{"external_id":"u3","aliases":[{"alias_name":"u3@example.com","alias_label":"email"}]}""",
+            """{"external_id":"u4","device_ids":["d4"]}""");
+
+        (await s.NameCohortAsync("spring", "Spring sale")).EnsureSuccessStatusCode();
+        var segment = await s.CreateSegmentAsync("spring buyers", s.CohortFilter("spring"));
+
+        var accepted = await ReadJsonAsync(await s.ChangeAsync("spring", [
+            Change(userIds: ["u1", "nobody"], deviceIds: ["d2", "d4"], aliases: [new { alias_name = "u3@example.com", alias_label = "email" }]),
+        ]), HttpStatusCode.Accepted);
+        Assert.Equal("success", accepted["message"]!.GetValue<string>());
+
+        var status = await s.WaitForImportAsync(accepted["import_id"]!.GetValue<string>());
+        Assert.Equal("completed", status["status"]!.GetValue<string>());
+        Assert.Equal(5, status["received"]!.GetValue<long>());
+        Assert.Equal(3, status["matched"]!.GetValue<long>());
+        Assert.Equal(3, status["added"]!.GetValue<long>());
+        Assert.Equal(1, status["unmatched"]!["unknown_external_id"]!.GetValue<long>());
+        Assert.Equal(1, status["unmatched"]!["device_id_of_identified_user"]!.GetValue<long>());
+
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 3, because: "segment sees the import");
+        Assert.True(await s.IsMemberAsync(segment, "external_id=u1"));
+        Assert.True(await s.IsMemberAsync(segment, "device_id=d2"));
+        Assert.True(await s.IsMemberAsync(segment, "alias_name=u3%40example.com&alias_label=email"));
+        Assert.False(await s.IsMemberAsync(segment, "external_id=u4"));
+        Assert.False(await s.IsMemberAsync(segment, "external_id=nobody"));
+        var members = await s.MembersAsync(segment);
+        Assert.Contains("\"u1\"", members, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"u4\"", members, StringComparison.Ordinal);
+
+        var removal = await ReadJsonAsync(await s.ChangeAsync("spring", [Change(userIds: ["u1"], remove: true)]), HttpStatusCode.Accepted);
+        Assert.Equal(1, (await s.WaitForImportAsync(removal["import_id"]!.GetValue<string>()))["removed"]!.GetValue<long>());
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 2, because: "segment sees the removal");
+        Assert.False(await s.IsMemberAsync(segment, "external_id=u1"));
+    }
+
+    [Fact]
+    public async Task ChangesInOneRequest_AddThenRemove_ApplyInArrayOrder()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync("""{"external_id":"a"}""", """{"external_id":"b"}""");
+        var accepted = await ReadJsonAsync(await s.ChangeAsync("ordered", [
+            Change(userIds: ["a", "b"]),
+            Change(userIds: ["a"], remove: true),
+        ]), HttpStatusCode.Accepted);
+        await s.WaitForImportAsync(accepted["import_id"]!.GetValue<string>());
+        var segment = await s.CreateSegmentAsync("ordered", s.CohortFilter("ordered"));
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 1, because: "only b remains");
+        Assert.True(await s.IsMemberAsync(segment, "external_id=b"));
+        Assert.False(await s.IsMemberAsync(segment, "external_id=a"));
+    }
+
+    [Fact]
+    public async Task Segment_IncludesAndExcludes_EvaluatesAcrossCohorts()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync("""{"external_id":"x1"}""", """{"external_id":"x2"}""", """{"external_id":"x3"}""");
+        var first = await ReadJsonAsync(await s.ChangeAsync("all", [Change(userIds: ["x1", "x2", "x3"])]), HttpStatusCode.Accepted);
+        var second = await ReadJsonAsync(await s.ChangeAsync("churned", [Change(userIds: ["x2"])]), HttpStatusCode.Accepted);
+        await s.WaitForImportAsync(first["import_id"]!.GetValue<string>());
+        await s.WaitForImportAsync(second["import_id"]!.GetValue<string>());
+
+        var segment = await s.CreateSegmentAsync("all but churned", new { and = new[] { s.CohortFilter("all"), s.CohortFilter("churned", "excludes") } });
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 2, because: "x1 and x3");
+        Assert.False(await s.IsMemberAsync(segment, "external_id=x2"));
+
+        // Archiving a cohort makes it evaluate as empty everywhere: "excludes churned" now excludes nobody.
+        using var archive = new HttpRequestMessage(HttpMethod.Delete, $"partners/{s.Partner}/cohorts/churned");
+        archive.Headers.Add("X-Partner-Api-Key", s.PartnerApiKey);
+        archive.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", s.ClientSecret);
+        Assert.Equal(HttpStatusCode.Accepted, (await platform.Gateway.Client.SendAsync(archive)).StatusCode);
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 3, because: "archived cohort is empty");
+    }
+
+    [Fact]
+    public async Task KeyInvalidation_ThroughAdminApi_RefusedByGatewayWithinOneSecond()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        Assert.Equal(HttpStatusCode.Accepted, (await s.ChangeAsync("credential-check", [])).StatusCode);
+
+        using var keys = platform.AdminClient(platform.Keys);
+        var deleted = await keys.DeleteAsync($"admin/workspaces/{s.Workspace}/partners/{s.Partner}/import-keys/{s.KeyId}");
+        Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        var invalidatedAt = DateTime.UtcNow;
+
+        var refused = await Eventually.UntilAsync(() => s.ChangeAsync("credential-check", []),
+            r => r.StatusCode == HttpStatusCode.Unauthorized, TimeSpan.FromSeconds(5), "invalidated key refused");
+        Assert.True(DateTime.UtcNow - invalidatedAt < TimeSpan.FromSeconds(1.5), "refused within about a second");
+        var body = await refused.Content.ReadFromJsonAsync<JsonObject>();
+        Assert.Equal("Invalid client secret", body!["message"]!.GetValue<string>());
+    }
+}
