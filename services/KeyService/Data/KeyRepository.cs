@@ -7,6 +7,9 @@ public enum InsertOutcome
 {
     Created,
     Duplicate,
+
+    /// <summary>The random lookup prefix is already taken (astronomically rare): generate another key and retry.</summary>
+    PrefixTaken,
 }
 
 public enum IssueOutcome
@@ -14,6 +17,9 @@ public enum IssueOutcome
     Issued,
     UnknownWorkspace,
     UnknownPartner,
+
+    /// <summary>The random lookup prefix is already taken (astronomically rare): generate another key and retry.</summary>
+    PrefixTaken,
 }
 
 public sealed record ImportKeyRow(
@@ -36,15 +42,23 @@ public sealed class KeyRepository(NpgsqlDataSource dataSource)
             ON CONFLICT (partner) DO NOTHING
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        var rows = await conn.ExecuteAsync(new CommandDefinition(sql, new
+        try
         {
-            Partner = partner,
-            DisplayName = displayName,
-            ApiKeyPrefix = apiKeyPrefix,
-            ApiKeyHash = apiKeyHash,
-            CreatedAt = createdAt,
-        }, cancellationToken: ct));
-        return rows == 1 ? InsertOutcome.Created : InsertOutcome.Duplicate;
+            var rows = await conn.ExecuteAsync(new CommandDefinition(sql, new
+            {
+                Partner = partner,
+                DisplayName = displayName,
+                ApiKeyPrefix = apiKeyPrefix,
+                ApiKeyHash = apiKeyHash,
+                CreatedAt = createdAt,
+            }, cancellationToken: ct));
+            return rows == 1 ? InsertOutcome.Created : InsertOutcome.Duplicate;
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            // ON CONFLICT (partner) covers duplicates of the name; the only other unique key is the prefix.
+            return InsertOutcome.PrefixTaken;
+        }
     }
 
     public async Task<InsertOutcome> InsertWorkspaceAsync(string workspaceId, string name, DateTime createdAt, CancellationToken ct)
@@ -76,15 +90,24 @@ public sealed class KeyRepository(NpgsqlDataSource dataSource)
                    EXISTS (SELECT 1 FROM ins) AS inserted
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        var r = await conn.QuerySingleAsync<(bool WorkspaceExists, bool PartnerExists, bool Inserted)>(new CommandDefinition(sql, new
+        (bool WorkspaceExists, bool PartnerExists, bool Inserted) r;
+        try
         {
-            KeyId = keyId,
-            WorkspaceId = workspaceId,
-            Partner = partner,
-            Prefix = prefix,
-            SecretHash = secretHash,
-            CreatedAt = createdAt,
-        }, cancellationToken: ct));
+            r = await conn.QuerySingleAsync<(bool WorkspaceExists, bool PartnerExists, bool Inserted)>(new CommandDefinition(sql, new
+            {
+                KeyId = keyId,
+                WorkspaceId = workspaceId,
+                Partner = partner,
+                Prefix = prefix,
+                SecretHash = secretHash,
+                CreatedAt = createdAt,
+            }, cancellationToken: ct));
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            return IssueOutcome.PrefixTaken;
+        }
+
         return r.Inserted ? IssueOutcome.Issued
             : !r.WorkspaceExists ? IssueOutcome.UnknownWorkspace
             : IssueOutcome.UnknownPartner;

@@ -51,9 +51,17 @@ public static class ImportKeyEndpoints
 
         var logger = loggers.CreateLogger(typeof(ImportKeyEndpoints));
         var keyId = Guid.CreateVersion7();
-        var secret = KeySecrets.Generate(SecretKind.DataImportKey);
         var createdAt = time.GetUtcNow().UtcDateTime;
-        switch (await repository.InsertImportKeyAsync(keyId, workspaceId, partner, secret.Prefix, secret.Hash, createdAt, ct))
+        GeneratedSecret secret;
+        IssueOutcome outcome;
+        do
+        {
+            secret = KeySecrets.Generate(SecretKind.DataImportKey);
+            outcome = await repository.InsertImportKeyAsync(keyId, workspaceId, partner, secret.Prefix, secret.Hash, createdAt, ct);
+        }
+        while (outcome == IssueOutcome.PrefixTaken);
+
+        switch (outcome)
         {
             case IssueOutcome.UnknownWorkspace:
                 return Problems.NotFound($"Workspace '{workspaceId}' does not exist.");

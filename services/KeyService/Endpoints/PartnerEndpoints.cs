@@ -35,9 +35,17 @@ public static class PartnerEndpoints
             return Problems.BadRequest("display_name must be a non-empty string of at most 200 characters.");
         }
 
-        var key = KeySecrets.Generate(SecretKind.PartnerApiKey);
         var createdAt = time.GetUtcNow().UtcDateTime;
-        if (await repository.InsertPartnerAsync(body.Partner!, displayName, key.Prefix, key.Hash, createdAt, ct) == InsertOutcome.Duplicate)
+        GeneratedSecret key;
+        InsertOutcome outcome;
+        do
+        {
+            key = KeySecrets.Generate(SecretKind.PartnerApiKey);
+            outcome = await repository.InsertPartnerAsync(body.Partner!, displayName, key.Prefix, key.Hash, createdAt, ct);
+        }
+        while (outcome == InsertOutcome.PrefixTaken);
+
+        if (outcome == InsertOutcome.Duplicate)
         {
             return Problems.Conflict($"Partner '{body.Partner}' already exists.");
         }
