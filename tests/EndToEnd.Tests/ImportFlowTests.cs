@@ -85,10 +85,7 @@ public sealed class ImportFlowTests(PlatformFixture platform) : IClassFixture<Pl
         Assert.False(await s.IsMemberAsync(segment, "external_id=x2"));
 
         // Archiving a cohort makes it evaluate as empty everywhere: "excludes churned" now excludes nobody.
-        using var archive = new HttpRequestMessage(HttpMethod.Delete, $"partners/{s.Partner}/cohorts/churned");
-        archive.Headers.Add("X-Partner-Api-Key", s.PartnerApiKey);
-        archive.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", s.ClientSecret);
-        Assert.Equal(HttpStatusCode.Accepted, (await platform.Gateway.Client.SendAsync(archive)).StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, (await s.ArchiveAsync("churned")).StatusCode);
         await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 3, because: "archived cohort is empty");
     }
 

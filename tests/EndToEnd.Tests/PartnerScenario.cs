@@ -51,22 +51,51 @@ internal sealed class PartnerScenario
     }
 
     public Task<HttpResponseMessage> NameCohortAsync(string cohortId, string name) =>
-        _platform.Gateway.Client.PostAsJsonAsync($"partners/{Partner}/cohorts", new
+        SendAsPartnerAsync(() => _platform.Gateway.Client.PostAsJsonAsync($"partners/{Partner}/cohorts", new
         {
             partner_api_key = PartnerApiKey,
             client_secret = ClientSecret,
             cohort_id = cohortId,
             name,
             created_at = "2026-11-22T19:20:30+01:00",
-        });
+        }));
 
     public Task<HttpResponseMessage> ChangeAsync(string cohortId, object[] changes, string? clientSecret = null) =>
-        _platform.Gateway.Client.PostAsJsonAsync($"partners/{Partner}/cohorts/users", new
+        SendAsPartnerAsync(() => _platform.Gateway.Client.PostAsJsonAsync($"partners/{Partner}/cohorts/users", new
         {
             partner_api_key = PartnerApiKey,
             client_secret = clientSecret ?? ClientSecret,
             cohort_id = cohortId,
             cohort_changes = changes,
+        }));
+
+    /// <summary>
+    /// Sends like a partner connector does: a 503 (broker or KeyService briefly unavailable, e.g. on an overloaded CI
+    /// machine) is retried after its Retry-After, a few times; every other answer is returned as it is.
+    /// </summary>
+    private static async Task<HttpResponseMessage> SendAsPartnerAsync(Func<Task<HttpResponseMessage>> send)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var response = await send();
+            if (response.StatusCode != HttpStatusCode.ServiceUnavailable || attempt == 5)
+            {
+                return response;
+            }
+
+            var retryAfter = response.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(1);
+            response.Dispose();
+            await Task.Delay(retryAfter > TimeSpan.FromSeconds(5) ? TimeSpan.FromSeconds(5) : retryAfter);
+        }
+    }
+
+    public Task<HttpResponseMessage> ArchiveAsync(string cohortId) =>
+        SendAsPartnerAsync(() =>
+        {
+            var request = new HttpRequestMessage(HttpMethod.Delete, $"partners/{Partner}/cohorts/{Uri.EscapeDataString(cohortId)}");
+            request.Headers.Add("X-Partner-Api-Key", PartnerApiKey);
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", ClientSecret);
+            return _platform.Gateway.Client.SendAsync(request);
         });
 
     public static object Change(string[]? userIds = null, string[]? deviceIds = null, object[]? aliases = null, bool remove = false) =>
