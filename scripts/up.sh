@@ -50,7 +50,7 @@ for entry in "${SERVICES[@]}"; do
   IFS=: read -r name port db <<< "$entry"
   ok=""
   for _ in $(seq 1 120); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready"; then ok=1; break; fi
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; then ok=1; break; fi
     alive "$name" || break
     sleep 0.5
   done

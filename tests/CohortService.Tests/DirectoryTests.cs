@@ -116,6 +116,76 @@ public sealed class DirectoryTests(SharedCohortService host)
     }
 
     [Fact]
+    public async Task BulkUpsert_LineBreaksBomBlankLinesAndUnusualJson_NumbersLinesAsBefore()
+    {
+        var ws = NewWorkspace();
+        // BOM, CRLF, a blank line, a bare CR, an unknown property, an escaped value, trailing garbage, no final break.
+        var body = "\uFEFF{\"external_id\":\"a\"}\r\n\r\n{\"external_id\":\"b\",\"extra\":[1]}\r"
+            + "{\"device_ids\":[\"x\\u0041\"]}\n{\"external_id\":\"c\"} trailing\n  \t\n{\"external_id\":null,\"aliases\":[{\"alias_label\":\"l\",\"alias_name\":\"n\"}]}";
+        using var content = new StringContent(body, new UTF8Encoding(false), "application/x-ndjson");
+        using var response = await host.Admin.PostAsync($"admin/workspaces/{ws}/users:bulk", content);
+        var result = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(4, result.GetProperty("upserted").GetInt64());
+        Assert.Equal([5], result.GetProperty("errors").EnumerateArray().Select(e => e.GetProperty("line").GetInt32()));
+        var ordinals = await host.OrdinalsAsync(ws);
+        Assert.Equal(0, ordinals["a"]);
+        Assert.Equal(1, ordinals["b"]);
+        var text = await host.Service.Client.GetStringAsync($"internal/workspaces/{ws}/directory");
+        var users = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["xA"], users[2].GetProperty("device_ids").EnumerateArray().Select(d => d.GetString()));
+        Assert.Equal("n", users[3].GetProperty("aliases")[0].GetProperty("alias_name").GetString());
+        Assert.Equal("l", users[3].GetProperty("aliases")[0].GetProperty("alias_label").GetString());
+    }
+
+    [Fact]
+    public async Task BulkUpsert_ExistingAndNewProfilesMixed_KeepsOrdinalsAndNumbersNewUsersInLineOrder()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"old-1"}""", """{"device_ids":["anon"]}""", """{"external_id":"old-2"}""");
+        var result = await host.UpsertAsync(ws,
+            """{"external_id":"new-1"}""",
+            """{"external_id":"old-2","device_ids":["d-old-2"]}""",
+            """{"external_id":"named","device_ids":["anon"]}""",
+            """{"external_id":"new-2","aliases":[{"alias_name":"crm","alias_label":"7"}]}""",
+            """{"external_id":"old-1"}""");
+
+        Assert.Equal(5, result.GetProperty("upserted").GetInt64());
+        Assert.Equal(1, result.GetProperty("identified").GetInt64());
+        var ordinals = await host.OrdinalsAsync(ws);
+        Assert.Equal(0, ordinals["old-1"]);
+        Assert.Equal(1, ordinals["named"]);
+        Assert.Equal(2, ordinals["old-2"]);
+        Assert.Equal(3, ordinals["new-1"]);
+        Assert.Equal(4, ordinals["new-2"]);
+
+        // Every changed user is published: the new ones, the identified one and the one that got a device id.
+        var published = await Eventually.UntilAsync(
+            () => Task.FromResult(host.DirectoryChanges.Where(d => d.WorkspaceId == ws).SelectMany(d => d.Users)
+                .Where(u => u.ExternalId is "new-1" or "new-2" or "named" || u.DeviceIds.Contains("d-old-2"))
+                .Select(u => u.Ordinal).ToHashSet()),
+            s => s.Count == 4, because: "the second upload's changes are published");
+        Assert.Equal([1, 2, 3, 4], published.Order());
+    }
+
+    [Fact]
+    public async Task BulkUpsert_TwoExternalIdsForOneAnonymousUser_FirstIdentifiesSecondIsRejected()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"device_ids":["phone"],"aliases":[{"alias_name":"email","alias_label":"a@b"}]}""");
+        var result = await host.UpsertAsync(ws,
+            """{"external_id":"first","device_ids":["phone"]}""",
+            """{"external_id":"second","aliases":[{"alias_name":"email","alias_label":"a@b"}]}""");
+
+        Assert.Equal(1, result.GetProperty("identified").GetInt64());
+        Assert.Equal([2], result.GetProperty("errors").EnumerateArray().Select(e => e.GetProperty("line").GetInt32()));
+        var ordinals = await host.OrdinalsAsync(ws);
+        Assert.Equal(0, ordinals["first"]);
+        Assert.False(ordinals.ContainsKey("second"));
+    }
+
+    [Fact]
     public async Task BulkUpsert_InvalidWorkspace_Returns400Problem()
     {
         using var content = new StringContent("""{"external_id":"a"}""", Encoding.UTF8, "application/x-ndjson");

@@ -24,14 +24,24 @@ public static class ProfileBatch
             return "external_id must be a non-empty string of at most 512 characters";
         }
 
-        if (profile.Aliases.Any(a => a is null || !IdentityMatcher.IsValid(a.AliasName) || !IdentityMatcher.IsValid(a.AliasLabel)))
+        // Loops instead of LINQ: this runs once per line of a bulk upload.
+        var aliases = profile.Aliases;
+        for (var i = 0; i < aliases.Count; i++)
         {
-            return "aliases must be objects with non-empty alias_name and alias_label of at most 512 characters";
+            var a = aliases[i];
+            if (a is null || !IdentityMatcher.IsValid(a.AliasName) || !IdentityMatcher.IsValid(a.AliasLabel))
+            {
+                return "aliases must be objects with non-empty alias_name and alias_label of at most 512 characters";
+            }
         }
 
-        if (profile.DeviceIds.Any(d => !IdentityMatcher.IsValid(d)))
+        var devices = profile.DeviceIds;
+        for (var i = 0; i < devices.Count; i++)
         {
-            return "device_ids must be non-empty strings of at most 512 characters";
+            if (!IdentityMatcher.IsValid(devices[i]))
+            {
+                return "device_ids must be non-empty strings of at most 512 characters";
+            }
         }
 
         if (profile.ExternalId is null && profile.Aliases.Count == 0 && profile.DeviceIds.Count == 0)
@@ -42,6 +52,10 @@ public static class ProfileBatch
         return null;
     }
 
+    /// <summary>
+    /// Merges lines that share an identifier into groups, in order of their first line (the group id is that line's
+    /// index in <paramref name="lines"/>). Lines of a group naming different external_ids are rejected.
+    /// </summary>
     public static List<MergedProfile> Merge(IReadOnlyList<ProfileLine> lines, List<LineError> errors)
     {
         var parent = new int[lines.Count];
@@ -61,61 +75,71 @@ public static class ProfileBatch
             return x;
         }
 
-        var owner = new Dictionary<string, int>(StringComparer.Ordinal);
-        void Claim(string key, int index)
+        void Union(int other, int index)
         {
-            if (owner.TryGetValue(key, out var other))
+            var (a, b) = (Find(other), Find(index));
+            if (a != b)
             {
-                var (a, b) = (Find(other), Find(index));
-                if (a != b)
-                {
-                    parent[Math.Max(a, b)] = Math.Min(a, b);
-                }
-            }
-            else
-            {
-                owner[key] = index;
+                parent[Math.Max(a, b)] = Math.Min(a, b);
             }
         }
 
+        // One map per identifier kind (no concatenated keys): the first line naming an identifier owns it.
+        var externalIds = new Dictionary<string, int>(lines.Count, StringComparer.Ordinal);
+        var devices = new Dictionary<string, int>(StringComparer.Ordinal);
+        var aliases = new Dictionary<(string, string), int>();
         for (var i = 0; i < lines.Count; i++)
         {
             var p = lines[i].Profile;
-            if (p.ExternalId is not null)
+            if (p.ExternalId is not null && !externalIds.TryAdd(p.ExternalId, i))
             {
-                Claim("e\0" + p.ExternalId, i);
+                Union(externalIds[p.ExternalId], i);
             }
 
             foreach (var a in p.Aliases)
             {
-                Claim("a\0" + a.AliasName + "\0" + a.AliasLabel, i);
+                var key = (a.AliasName, a.AliasLabel);
+                if (!aliases.TryAdd(key, i))
+                {
+                    Union(aliases[key], i);
+                }
             }
 
             foreach (var d in p.DeviceIds)
             {
-                Claim("d\0" + d, i);
+                if (!devices.TryAdd(d, i))
+                {
+                    Union(devices[d], i);
+                }
             }
         }
 
-        var groups = new Dictionary<int, MergedProfile>();
-        var conflicted = new HashSet<int>();
+        // A group's root is its smallest line index, so groups appear in order of their first line.
+        var slot = new int[lines.Count];
+        var groups = new List<MergedProfile>(lines.Count);
+        var conflicted = new List<bool>(lines.Count);
         for (var i = 0; i < lines.Count; i++)
         {
             var root = Find(i);
             var p = lines[i].Profile;
-            if (!groups.TryGetValue(root, out var g))
+            if (root == i)
             {
-                g = new MergedProfile(root, p.ExternalId, [], [], []);
-                groups[root] = g;
+                slot[i] = groups.Count;
+                groups.Add(new MergedProfile(root, p.ExternalId, [.. p.Aliases], [.. p.DeviceIds], [lines[i].Line]));
+                conflicted.Add(false);
+                continue;
             }
-            else if (p.ExternalId is not null && g.ExternalId is not null && g.ExternalId != p.ExternalId)
+
+            var index = slot[root];
+            var g = groups[index];
+            if (p.ExternalId is not null && g.ExternalId is not null && g.ExternalId != p.ExternalId)
             {
-                conflicted.Add(root);
+                conflicted[index] = true;
             }
             else if (p.ExternalId is not null && g.ExternalId is null)
             {
                 g = g with { ExternalId = p.ExternalId };
-                groups[root] = g;
+                groups[index] = g;
             }
 
             g.Aliases.AddRange(p.Aliases);
@@ -124,20 +148,23 @@ public static class ProfileBatch
         }
 
         var merged = new List<MergedProfile>(groups.Count);
-        foreach (var (root, g) in groups)
+        for (var k = 0; k < groups.Count; k++)
         {
-            if (conflicted.Contains(root))
+            var g = groups[k];
+            if (conflicted[k])
             {
                 errors.AddRange(g.Lines.Select(l =>
                     new LineError(l, "shares an identifier with another line of this batch that has a different external_id")));
                 continue;
             }
 
-            merged.Add(g with
-            {
-                Aliases = g.Aliases.Distinct().ToList(),
-                DeviceIds = g.DeviceIds.Distinct(StringComparer.Ordinal).ToList(),
-            });
+            merged.Add(g.Aliases.Count > 1 || g.DeviceIds.Count > 1
+                ? g with
+                {
+                    Aliases = g.Aliases.Distinct().ToList(),
+                    DeviceIds = g.DeviceIds.Distinct(StringComparer.Ordinal).ToList(),
+                }
+                : g);
         }
 
         return merged;

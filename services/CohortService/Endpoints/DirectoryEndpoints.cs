@@ -1,7 +1,4 @@
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using CohortBridge.CohortService.Directory;
-using CohortBridge.Contracts;
 using CohortBridge.ServiceDefaults;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -37,7 +34,7 @@ public static class DirectoryEndpoints
         UpsertResult result;
         try
         {
-            result = await directory.UpsertAsync(ws, ReadLines(context.Request.Body, errors, ct), errors, ct);
+            result = await directory.UpsertAsync(ws, NdjsonProfileReader.ReadAsync(context.Request.BodyReader, errors, ct), errors, ct);
         }
         catch (BadHttpRequestException ex)
         {
@@ -47,46 +44,6 @@ public static class DirectoryEndpoints
         return TypedResults.Ok(new BulkUpsertResponse(
             result.Upserted, result.Identified, result.Rejected,
             [.. result.Errors.Select(e => new BulkUpsertError(e.Line, e.Error))]));
-    }
-
-    private static async IAsyncEnumerable<ProfileLine> ReadLines(
-        Stream body, List<LineError> errors, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
-    {
-        using var reader = new StreamReader(body, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: false, bufferSize: 1 << 16);
-        var number = 0;
-        while (await reader.ReadLineAsync(ct) is { } line)
-        {
-            number++;
-            if (string.IsNullOrWhiteSpace(line))
-            {
-                continue;
-            }
-
-            ProfileRequest? profile;
-            try
-            {
-                profile = JsonSerializer.Deserialize<ProfileRequest>(line, PlatformJson.Options);
-            }
-            catch (JsonException)
-            {
-                profile = null;
-            }
-
-            if (profile is null)
-            {
-                errors.Add(new LineError(number, "not a JSON profile object: {\"external_id\", \"aliases\", \"device_ids\"}"));
-                continue;
-            }
-
-            yield return new ProfileLine(number, new UserProfile
-            {
-                ExternalId = profile.ExternalId,
-                Aliases = [.. (profile.Aliases ?? []).Select(a => a is null
-                    ? null!
-                    : new UserAlias { AliasName = a.AliasName ?? "", AliasLabel = a.AliasLabel ?? "" })],
-                DeviceIds = profile.DeviceIds ?? [],
-            });
-        }
     }
 
     private static async Task<IResult> DeleteUser(HttpContext context, UserDirectory directory, CancellationToken ct)
@@ -103,15 +60,6 @@ public static class DirectoryEndpoints
             ? RawPath.NotFound("No live user has this external_id in this workspace.")
             : TypedResults.NoContent();
     }
-
-    private sealed record ProfileRequest(
-        [property: JsonPropertyName("external_id")] string? ExternalId,
-        [property: JsonPropertyName("aliases")] List<AliasRequest?>? Aliases,
-        [property: JsonPropertyName("device_ids")] List<string>? DeviceIds);
-
-    private sealed record AliasRequest(
-        [property: JsonPropertyName("alias_name")] string? AliasName,
-        [property: JsonPropertyName("alias_label")] string? AliasLabel);
 
     public sealed record BulkUpsertResponse(long Upserted, long Identified, long Rejected, List<BulkUpsertError> Errors);
 
