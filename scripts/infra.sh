@@ -40,7 +40,7 @@ rabbit_env() {
     RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT="$DIST_PORT" ERL_EPMD_PORT="$EPMD_PORT" \
     ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" \
     RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" \
-    RABBITMQ_PID_FILE="$r/rabbitmq.pid" \
+    RABBITMQ_PID_FILE="$r/rabbitmq.pid" ERL_CRASH_DUMP="$r/log/erl_crash.dump" \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 }
 
@@ -84,11 +84,17 @@ CONF
   log "PostgreSQL running on 127.0.0.1:$PG_PORT (log: $d/postgres.log)"
 }
 
-rabbit_running() { ( rabbit_env; timeout 20 "$RMQ_BIN/rabbitmqctl" -q status >/dev/null 2>&1 ); }
+# Running = our node's process is alive and its AMQP port accepts connections. (rabbitmqctl would also tell, but it can
+# take over 20 s on a loaded machine, and a wrong "not running" would start a second node on the same ports.)
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+rabbit_running() {
+  local pid="$HOME_DIR/rabbitmq/server.pid"
+  [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && port_open "$AMQP_PORT"
+}
 
 start_rabbit() {
   local r="$HOME_DIR/rabbitmq"
-  if [ -f "$r/rabbitmq.pid" ] && kill -0 "$(cat "$r/rabbitmq.pid" 2>/dev/null)" 2>/dev/null && rabbit_running; then
+  if rabbit_running; then
     log "RabbitMQ already running on 127.0.0.1:$AMQP_PORT"; return
   fi
   mkdir -p "$r/home" "$r/mnesia" "$r/log"
