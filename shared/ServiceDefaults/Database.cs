@@ -22,7 +22,8 @@ public static class Database
     {
         DefaultTypeMap.MatchNamesWithUnderscores = true;
         var connectionString = GetConnectionString(builder.Configuration, name);
-        builder.Services.AddNpgsqlDataSource(connectionString);
+        builder.Services.AddNpgsqlDataSource(WithCommandTimeout(
+            connectionString, builder.Configuration.GetValue("Database:CommandTimeoutSeconds", 300)));
         builder.Services.AddHealthChecks().Add(new HealthCheckRegistration(
             "postgres",
             sp => new PostgresHealthCheck(sp.GetRequiredService<NpgsqlDataSource>()),
@@ -37,6 +38,22 @@ public static class Database
         }
 
         return builder;
+    }
+
+    /// <summary>
+    /// Npgsql's default of 30 s per statement is too short for the set-based statements over millions of rows that
+    /// bulk upserts and snapshot diffs run; a timeout named in the connection string itself still wins.
+    /// </summary>
+    public static string WithCommandTimeout(string connectionString, int seconds)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
+        if (!connectionString.Contains("Command Timeout", StringComparison.OrdinalIgnoreCase)
+            && !connectionString.Contains("CommandTimeout", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.CommandTimeout = seconds;
+        }
+
+        return builder.ConnectionString;
     }
 
     public static string GetConnectionString(IConfiguration configuration, string name) =>
