@@ -4,6 +4,7 @@ using CohortBridge.CohortService.Directory;
 using CohortBridge.CohortService.Endpoints;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.CohortService.Outbox;
+using CohortBridge.CohortService.Snapshots;
 using CohortBridge.ServiceDefaults;
 
 namespace CohortBridge.CohortService;
@@ -24,9 +25,16 @@ public static class CohortServiceHosting
         builder.Services.AddSingleton<IImportHandler, ChangesImportHandler>();
         builder.Services.AddSingleton<IImportHandler, ArchiveImportHandler>();
         builder.Services.AddSingleton<ImportProcessor>();
+        builder.Services.AddSingleton<ImportBatcher>();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddSingleton<UserDirectory>();
         builder.Services.AddHostedService<OutboxDispatcher>();
+        builder.Services.AddOptions<SnapshotOptions>().Bind(builder.Configuration.GetSection(SnapshotOptions.SectionName))
+            .Validate(o => o.SnapshotTimeoutMinutes > 0 && o.SnapshotSweepIntervalSeconds > 0,
+                "Cohorts:SnapshotTimeoutMinutes and Cohorts:SnapshotSweepIntervalSeconds must be positive.")
+            .ValidateOnStart();
+        builder.Services.AddSingleton<SnapshotChunkProcessor>();
+        builder.Services.AddHostedService<SnapshotSweeper>();
 
         builder.AddPlatformBus(EndpointPrefix, x =>
         {

@@ -3,6 +3,7 @@ using CohortBridge.ImportGateway.Data;
 using CohortBridge.ImportGateway.Endpoints;
 using CohortBridge.ImportGateway.Imports;
 using CohortBridge.ImportGateway.OpenApi;
+using CohortBridge.ImportGateway.Snapshots;
 using CohortBridge.ImportGateway.Status;
 using CohortBridge.ServiceDefaults;
 
@@ -25,6 +26,13 @@ public static class ImportGatewayHosting
             .Validate(o => o.MaxIdentifiersPerRequest > 0 && o.MaxBodyBytes is > 0 and < int.MaxValue,
                 "Gateway:MaxIdentifiersPerRequest and Gateway:MaxBodyBytes must be positive (MaxBodyBytes below 2 GiB).")
             .ValidateOnStart();
+
+        builder.Services.AddOptions<SnapshotOptions>().Bind(builder.Configuration.GetSection(SnapshotOptions.SectionName))
+            .Validate(o => o.SnapshotChunkSize > 0 && o.MaxSnapshotBytes > 0 && o.SnapshotPublishesInFlight > 0
+                           && o.MaxSnapshotLineBytes >= 256 && o.InvalidSampleLength > 0,
+                "Gateway:SnapshotChunkSize, MaxSnapshotBytes and SnapshotPublishesInFlight must be positive, MaxSnapshotLineBytes at least 256.")
+            .ValidateOnStart();
+        builder.Services.AddSingleton<SnapshotImporter>();
 
         builder.Services.AddSingleton<GatewayMetrics>();
         builder.Services.AddSingleton<ClientRateLimiter>();

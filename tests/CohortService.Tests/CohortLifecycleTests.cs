@@ -161,24 +161,6 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
     }
 
     [Fact]
-    public async Task Import_SnapshotChunk_FailsWithClearErrorInsteadOfRetrying()
-    {
-        var ws = NewWorkspace();
-        var status = await host.ImportAsync(new CohortExportReceived
-        {
-            ImportId = Guid.NewGuid(),
-            WorkspaceId = ws,
-            Partner = "tinyclues",
-            CohortId = "snap",
-            Kind = CohortExportKind.SnapshotChunk,
-            Snapshot = new SnapshotChunk { Sequence = 0, IsLast = true, ChunkCount = 1, ExternalIds = ["x"] },
-            OccurredAt = DateTimeOffset.UtcNow,
-        });
-        Assert.Equal("failed", status.GetProperty("status").GetString());
-        Assert.Equal("snapshot imports are not supported by this version", status.GetProperty("error").GetString());
-    }
-
-    [Fact]
     public async Task InternalApi_CohortIdWithSlashSpaceAndUnicode_RoundTrips()
     {
         var ws = NewWorkspace();

@@ -173,8 +173,8 @@ public sealed class ExtensionTests(GatewayFixture fx)
 
     [Theory]
     [InlineData("application/json", HttpStatusCode.UnsupportedMediaType)]
-    [InlineData("application/x-ndjson", HttpStatusCode.NotImplemented)]
-    [InlineData("text/csv", HttpStatusCode.NotImplemented)]
+    [InlineData("application/x-ndjson", HttpStatusCode.BadRequest)]
+    [InlineData("text/csv", HttpStatusCode.Accepted)]
     public async Task PutMembers_ContentTypes_CheckedBeforeThePipeline(string contentType, HttpStatusCode expected)
     {
         using var request = WithCredentials(HttpMethod.Put, $"partners/{GatewayFixture.Partner}/cohorts/snap/members", fx.PartnerApiKey, fx.ClientSecret);

@@ -1,11 +1,18 @@
+using System.Diagnostics;
 using CohortBridge.CohortService.Imports;
+using CohortBridge.CohortService.Snapshots;
 using CohortBridge.Contracts;
 using MassTransit;
 
 namespace CohortBridge.CohortService.Consumers;
 
-/// <summary>Applies partner imports; publishes the resulting CohortUpdated after commit (again on redelivery).</summary>
-public sealed class CohortExportReceivedConsumer(ImportProcessor processor) : IConsumer<CohortExportReceived>
+/// <summary>
+/// Applies partner imports; publishes the resulting CohortUpdated after commit (again on redelivery). Snapshot chunks
+/// go to <see cref="SnapshotChunkProcessor"/> (staged one by one, applied when the set is complete). Other kinds go
+/// through <see cref="ImportBatcher"/>: a cohort's queued change sets are applied together in one transaction.
+/// </summary>
+public sealed class CohortExportReceivedConsumer(ImportProcessor processor, SnapshotChunkProcessor snapshots, ImportBatcher batcher)
+    : IConsumer<CohortExportReceived>
 {
     /// <summary>The platform bus retries a message 5 times (ServiceDefaults.Bus); the 6th failure goes to the error queue.</summary>
     private const int LastAttempt = 5;
@@ -15,7 +22,11 @@ public sealed class CohortExportReceivedConsumer(ImportProcessor processor) : IC
         CohortUpdated? evt;
         try
         {
-            evt = await processor.ProcessAsync(context.Message, context.CancellationToken);
+            evt = context.Message.Kind == CohortExportKind.SnapshotChunk
+                ? await snapshots.ProcessAsync(context.Message, context.CancellationToken)
+                : batcher.TryProcess(context.Message, context.CancellationToken, out var batched)
+                    ? await batched
+                    : await processor.ProcessAsync(context.Message, context.CancellationToken);
         }
         catch (Exception ex) when (context.GetRetryAttempt() >= LastAttempt && ex is not OperationCanceledException)
         {
@@ -26,7 +37,9 @@ public sealed class CohortExportReceivedConsumer(ImportProcessor processor) : IC
 
         if (evt is not null)
         {
+            var publishStart = Stopwatch.GetTimestamp();
             await context.Publish(evt, context.CancellationToken);
+            ImportMetrics.Publish(ImportMetrics.Since(publishStart));
         }
     }
 }

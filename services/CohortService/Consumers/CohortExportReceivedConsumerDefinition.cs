@@ -6,7 +6,10 @@ namespace CohortBridge.CohortService.Consumers;
 
 /// <summary>
 /// Change sets of one cohort are applied one at a time in this process: messages are partitioned by
-/// (workspace, partner, cohort). Across processes the cohort row lock serialises them.
+/// (workspace, partner, cohort). Across processes the cohort row lock serialises them. The chunks of a snapshot are in
+/// the cohort's partition too: they are staged one after the other, and the last one (published by the gateway only
+/// after every earlier chunk was confirmed, so it is queued behind them) completes the snapshot before any import of the
+/// cohort sent after the snapshot's 202.
 /// </summary>
 public sealed class CohortExportReceivedConsumerDefinition : ConsumerDefinition<CohortExportReceivedConsumer>
 {

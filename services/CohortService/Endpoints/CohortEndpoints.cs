@@ -122,11 +122,11 @@ public static class CohortEndpoints
 public sealed record ImportStatusResponse(
     Guid ImportId, string CohortId, string Partner, string Kind, string Status, long Received, long Matched, long Added,
     long Removed, Dictionary<string, long> Unmatched, string[] UnmatchedSample, long? CohortVersion, double? MatchRate,
-    DateTimeOffset AcceptedAt, DateTimeOffset? CompletedAt, string? Error)
+    DateTimeOffset AcceptedAt, DateTimeOffset? CompletedAt, string? Error, long? Processed)
 {
     public static ImportStatusResponse From(ImportRecord r) => new(
         r.ImportId, r.CohortId, r.Partner, r.Kind, r.Status, r.Received, r.Matched, r.Added, r.Removed,
         JsonSerializer.Deserialize<Dictionary<string, long>>(r.Unmatched, PlatformJson.Options) ?? [],
         r.UnmatchedSample, r.CohortVersion, CohortEndpoints.MatchRate(r.Received, r.Matched), r.AcceptedAt, r.CompletedAt,
-        r.Error);
+        r.Error, r.Processed);
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using CohortBridge.CohortService.Data;
 using CohortBridge.CohortService.Matching;
 using CohortBridge.Contracts;
@@ -32,7 +33,9 @@ public sealed class ChangesImportHandler : IImportHandler
         var net = new NetChange();
         foreach (var change in changes)
         {
+            var matchStart = Stopwatch.GetTimestamp();
             var outcomes = await IdentityMatcher.MatchAsync(conn, tx, m.WorkspaceId, change, ct);
+            scope.MatchTime += ImportMetrics.Since(matchStart);
             scope.Statistics.Count(outcomes);
             var ordinals = outcomes.Where(o => o.Matched).Select(o => o.Ordinal!.Value).Distinct().ToArray();
             if (change.ShouldRemove)
@@ -45,6 +48,7 @@ public sealed class ChangesImportHandler : IImportHandler
             }
         }
 
+        ImportMetrics.Match(scope.MatchTime);
         var (added, removed) = (net.AddedOrdinals, net.RemovedOrdinals);
         scope.Statistics.Added = added.Length;
         scope.Statistics.Removed = removed.Length;

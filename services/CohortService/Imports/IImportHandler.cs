@@ -22,6 +22,9 @@ public sealed class ImportScope(NpgsqlConnection connection, NpgsqlTransaction t
     public NpgsqlTransaction Transaction { get; } = transaction;
     public CohortExportReceived Message { get; } = message;
     public ImportStatistics Statistics { get; } = new();
+
+    /// <summary>Time spent matching identifiers (handlers add to it; the apply-stage metric excludes it).</summary>
+    public TimeSpan MatchTime { get; set; }
 }
 
 /// <summary>

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using CohortBridge.CohortService.Data;
 using CohortBridge.Contracts;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -16,48 +18,124 @@ public sealed partial class ImportProcessor(
     IOptions<CohortsOptions> options,
     ILogger<ImportProcessor> logger)
 {
-    public const string SnapshotNotSupported = "snapshot imports are not supported by this version";
-
     /// <summary>Set when a message exhausted its retries: nothing was applied, so a message moved back applies it.</summary>
     public const string RetriesExhausted = "the import could not be applied; an operator has been alerted";
 
     private readonly Dictionary<CohortExportKind, IImportHandler> _handlers = handlers.ToDictionary(h => h.Kind);
 
     /// <summary>Returns the event to publish after commit (null when the import changed no cohort).</summary>
-    public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct)
+    public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct) =>
+        (await ProcessBatchAsync([message], ct))[0];
+
+    /// <summary>
+    /// Applies several imports of ONE cohort in one transaction, in list order: each still gets its own import row,
+    /// statistics, version (+1 per changing import, in this order) and CohortUpdated; an import already applied is
+    /// skipped and its stored event returned again. Returns the event to publish for each message (null when none).
+    /// Any failure rolls back the whole transaction (nothing applied); the caller may then retry one by one.
+    /// </summary>
+    public async Task<CohortUpdated?[]> ProcessBatchAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
     {
-        await ImportRepository.RegisterAsync(dataSource, message, ct);
+        if (messages.Count == 1)
+        {
+            await ImportRepository.RegisterAsync(dataSource, messages[0], ct);
+        }
+        else
+        {
+            await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
+        }
 
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
-        var record = await ImportRepository.LockAsync(conn, tx, message.ImportId, ct)
-            ?? throw new InvalidOperationException($"Import {message.ImportId} was not registered.");
+
+        // Lock order import rows (by id) -> workspace row -> cohort row, as everywhere else.
+        var lockStart = Stopwatch.GetTimestamp();
+        if (messages.Count > 1)
+        {
+            await ImportRepository.LockManyAsync(conn, tx, [.. messages.Select(m => m.ImportId)], ct);
+        }
+
+        if (LocksCohort(messages[0]))
+        {
+            await CohortRepository.LockWorkspaceSharedAsync(conn, tx, messages[0].WorkspaceId, ct);
+            await CohortRepository.LockCohortAsync(conn, tx, messages[0].WorkspaceId, messages[0].Partner, messages[0].CohortId, ct);
+        }
+
+        var outcomes = new Outcome[messages.Count];
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var message = messages[i];
+            var record = await ImportRepository.LockAsync(conn, tx, message.ImportId, ct)
+                ?? throw new InvalidOperationException($"Import {message.ImportId} was not registered.");
+            if (i == 0)
+            {
+                ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
+            }
+
+            outcomes[i] = await ApplyLockedAsync(conn, tx, message, record, ct);
+        }
+
+        var commitStart = Stopwatch.GetTimestamp();
+        await tx.CommitAsync(ct);
+        ImportMetrics.Commit(ImportMetrics.Since(commitStart));
+        ImportMetrics.Batch(messages.Count);
+
+        var events = new CohortUpdated?[messages.Count];
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var (message, outcome) = (messages[i], outcomes[i]);
+            switch (outcome.Kind)
+            {
+                case OutcomeKind.Redelivered:
+                    Log.Redelivered(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
+                    break;
+                case OutcomeKind.Failed:
+                    Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
+                    break;
+                default:
+                    Log.Applied(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Version, outcome.Received, outcome.Matched);
+                    break;
+            }
+
+            events[i] = outcome.Event;
+        }
+
+        if (options.Value.TestHooks.CrashAfterCommitImportId is { } crashId && messages.Any(m => m.ImportId == crashId))
+        {
+            Environment.FailFast("Test hook: crash after commit, before publish.");
+        }
+
+        return events;
+    }
+
+    /// <summary>
+    /// Applies one import whose row the transaction holds locked; nothing is logged here (the caller logs after commit).
+    /// </summary>
+    private async Task<Outcome> ApplyLockedAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, CohortExportReceived message, ImportRecord record, CancellationToken ct)
+    {
         var retryable = record.Status == ImportStatus.Failed && record.Error == RetriesExhausted;
         if (record.Status != ImportStatus.Processing && !retryable)
         {
-            await tx.CommitAsync(ct);
-            Log.Redelivered(logger, message.WorkspaceId, message.CohortId, message.ImportId, record.Status);
-            return record.PendingEvent is null ? null : CohortEvents.Deserialize(record.PendingEvent);
+            var stored = record.PendingEvent is null ? null : CohortEvents.Deserialize(record.PendingEvent);
+            return new Outcome(OutcomeKind.Redelivered, stored, record.Status, 0, 0, 0);
         }
 
         var scope = new ImportScope(conn, tx, message);
         if (Invalid(message) is { } invalid)
         {
             await ImportRepository.CompleteAsync(conn, tx, message.ImportId, ImportStatus.Failed, scope.Statistics, null, null, invalid, null, ct);
-            await tx.CommitAsync(ct);
-            Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, invalid);
-            return null;
+            return new Outcome(OutcomeKind.Failed, null, invalid, 0, 0, 0);
         }
 
         if (!_handlers.TryGetValue(message.Kind, out var handler))
         {
-            var error = message.Kind == CohortExportKind.SnapshotChunk ? SnapshotNotSupported : $"unknown import kind {message.Kind}";
+            // Snapshot chunks never come here (the consumer hands them to SnapshotChunkProcessor).
+            var error = $"unknown import kind {message.Kind}";
             await ImportRepository.CompleteAsync(conn, tx, message.ImportId, ImportStatus.Failed, scope.Statistics, null, null, error, null, ct);
-            await tx.CommitAsync(ct);
-            Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, error);
-            return null;
+            return new Outcome(OutcomeKind.Failed, null, error, 0, 0, 0);
         }
 
+        var applyStart = Stopwatch.GetTimestamp();
         var result = await handler.ApplyAsync(scope, ct);
         CohortUpdated? evt = null;
         if (result is { NewVersion: true, Cohort: { } cohort })
@@ -69,17 +147,24 @@ public sealed partial class ImportProcessor(
         await ImportRepository.CompleteAsync(
             conn, tx, message.ImportId, ImportStatus.Completed, scope.Statistics, result.Cohort?.Id, result.Cohort?.Version, null,
             evt is null ? null : CohortEvents.Serialize(evt), ct);
-        await tx.CommitAsync(ct);
-        Log.Applied(logger, message.WorkspaceId, message.CohortId, message.ImportId, result.Cohort?.Version ?? 0,
-            scope.Statistics.Received, scope.Statistics.Matched);
-
-        if (options.Value.TestHooks.CrashAfterCommitImportId == message.ImportId)
-        {
-            Environment.FailFast("Test hook: crash after commit, before publish.");
-        }
-
-        return evt;
+        ImportMetrics.Apply(ImportMetrics.Since(applyStart) - scope.MatchTime);
+        return new Outcome(OutcomeKind.Applied, evt, null, result.Cohort?.Version ?? 0, scope.Statistics.Received, scope.Statistics.Matched);
     }
+
+    /// <summary>Kinds whose handler locks the workspace and cohort rows (an empty change list touches no cohort).</summary>
+    private static bool LocksCohort(CohortExportReceived m) =>
+        Invalid(m) is null
+        && (m.Kind is CohortExportKind.Name or CohortExportKind.Archive || (m.Kind == CohortExportKind.Changes && m.Changes is { Count: > 0 }));
+
+    private enum OutcomeKind
+    {
+        Applied,
+        Redelivered,
+        Failed,
+    }
+
+    /// <summary>What applying one import did: the event to publish and what to log after commit.</summary>
+    private readonly record struct Outcome(OutcomeKind Kind, CohortUpdated? Event, string? Detail, long Version, long Received, long Matched);
 
     /// <summary>Marks a still-processing import failed (its message is going to the error queue).</summary>
     public async Task MarkFailedAsync(CohortExportReceived message, CancellationToken ct)

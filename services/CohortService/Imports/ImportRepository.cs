@@ -32,6 +32,9 @@ public sealed class ImportRecord
     public DateTimeOffset? CompletedAt { get; init; }
     public string? Error { get; init; }
     public string? PendingEvent { get; init; }
+
+    /// <summary>Snapshots only: identifiers matched and staged so far.</summary>
+    public long? Processed { get; init; }
 }
 
 public static class ImportRepository
@@ -54,6 +57,37 @@ public static class ImportRepository
             kind = m.Kind.ToString().ToLowerInvariant(),
             OccurredAt = m.OccurredAt.ToUniversalTime(),
         }, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// <see cref="RegisterAsync"/> for several messages in one statement (one round trip, committed on its own).
+    /// </summary>
+    public static async Task RegisterManyAsync(NpgsqlDataSource dataSource, IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    {
+        const string sql = """
+            INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
+            SELECT i.import_id, i.workspace_id, i.partner, i.cohort_id, i.kind, 'processing', i.accepted_at
+            FROM unnest(@ids::uuid[], @workspaces::text[], @partners::text[], @cohorts::text[], @kinds::text[], @accepted::timestamptz[])
+                 AS i(import_id, workspace_id, partner, cohort_id, kind, accepted_at)
+            ON CONFLICT (import_id) DO NOTHING
+            """;
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await conn.ExecuteAsync(new CommandDefinition(sql, new
+        {
+            ids = messages.Select(m => m.ImportId).ToArray(),
+            workspaces = messages.Select(m => m.WorkspaceId).ToArray(),
+            partners = messages.Select(m => m.Partner).ToArray(),
+            cohorts = messages.Select(m => m.CohortId).ToArray(),
+            kinds = messages.Select(m => m.Kind.ToString().ToLowerInvariant()).ToArray(),
+            accepted = messages.Select(m => m.OccurredAt.ToUniversalTime()).ToArray(),
+        }, cancellationToken: ct));
+    }
+
+    /// <summary>Locks several import rows in import id order (a fixed order: two transactions cannot deadlock on them).</summary>
+    public static Task LockManyAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid[] importIds, CancellationToken ct)
+    {
+        const string sql = "SELECT import_id FROM imports WHERE import_id = ANY(@importIds) ORDER BY import_id FOR UPDATE";
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { importIds }, tx, cancellationToken: ct));
     }
 
     public static Task<ImportRecord?> LockAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct)
@@ -97,7 +131,7 @@ public static class ImportRepository
     {
         const string sql = """
             SELECT import_id, workspace_id, partner, cohort_id, kind, status, received, matched, added, removed,
-                   unmatched::text AS unmatched, unmatched_sample, cohort_version, accepted_at, completed_at, error
+                   unmatched::text AS unmatched, unmatched_sample, cohort_version, accepted_at, completed_at, error, processed
             FROM imports WHERE import_id = @importId AND workspace_id = @ws
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
@@ -108,7 +142,7 @@ public static class ImportRepository
     {
         const string sql = """
             SELECT import_id, workspace_id, partner, cohort_id, kind, status, received, matched, added, removed,
-                   unmatched::text AS unmatched, unmatched_sample, cohort_version, accepted_at, completed_at, error
+                   unmatched::text AS unmatched, unmatched_sample, cohort_version, accepted_at, completed_at, error, processed
             FROM imports WHERE cohort_pk = @cohortPk
             ORDER BY started_at DESC LIMIT @limit
             """;

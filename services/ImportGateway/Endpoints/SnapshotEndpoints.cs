@@ -1,4 +1,5 @@
 using CohortBridge.ImportGateway.Imports;
+using CohortBridge.ImportGateway.Snapshots;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Net.Http.Headers;
 
@@ -6,9 +7,9 @@ namespace CohortBridge.ImportGateway.Endpoints;
 
 /// <summary>
 /// <c>PUT /partners/{partner}/cohorts/{cohort_id}/members</c>: a streamed full snapshot (shared/API.md).
-/// Authentication, routing and content-type checks are in place; the streaming pipeline (read without buffering,
-/// chunk, publish <c>SnapshotChunk</c>s in order with a final marker) belongs to the large-cohorts issue and goes in
-/// <see cref="PutMembersAsync"/> where the 501 is answered now.
+/// Content type (415), credentials from headers (401/429/503) and the cohort id (400) are checked here; the stream
+/// itself (read without buffering, chunk, publish <c>SnapshotChunk</c>s in order with a final marker, 202 once the
+/// last chunk is confirmed) is <see cref="SnapshotImporter"/>.
 /// </summary>
 public static class SnapshotEndpoints
 {
@@ -21,14 +22,12 @@ public static class SnapshotEndpoints
             .WithName("PutCohortSnapshot")
             .WithSummary("Replace a cohort's members with a streamed snapshot (NDJSON or CSV)")
             .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
-            .Produces<PartnerMessage>(StatusCodes.Status400BadRequest)
-            .Produces<PartnerMessage>(StatusCodes.Status401Unauthorized)
-            .Produces<PartnerMessage>(StatusCodes.Status415UnsupportedMediaType)
-            .Produces<PartnerMessage>(StatusCodes.Status501NotImplemented);
+            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status413PayloadTooLarge, StatusCodes.Status415UnsupportedMediaType, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
         return partnerGroup;
     }
 
-    private static async Task<IResult> PutMembersAsync(string partner, HttpContext http, [FromServices] PartnerRequestHandler handler)
+    private static async Task<IResult> PutMembersAsync(
+        string partner, HttpContext http, [FromServices] PartnerRequestHandler handler, [FromServices] SnapshotImporter importer)
     {
         var mediaType = MediaTypeHeaderValue.TryParse(http.Request.ContentType, out var media) ? media.MediaType.ToString() : null;
         var isNdJson = string.Equals(mediaType, NdJson, StringComparison.OrdinalIgnoreCase);
@@ -50,7 +49,6 @@ public static class SnapshotEndpoints
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
         }
 
-        // The snapshot pipeline is the large-cohorts issue: nothing is read or published yet.
-        return handler.Reject(StatusCodes.Status501NotImplemented, PartnerMessages.SnapshotNotAvailable);
+        return await importer.ImportAsync(http, caller, cohortId, isCsv, handler);
     }
 }

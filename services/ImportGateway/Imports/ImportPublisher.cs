@@ -41,12 +41,17 @@ public sealed partial class ImportPublisher
         _pipeline = builder.AddTimeout(o.PublishAttemptTimeout).Build();
     }
 
-    public async Task PublishAsync(CohortExportReceived message, CancellationToken requestAborted)
+    /// <summary>
+    /// Publishes with the import id as message id, or <paramref name="messageId"/> when one import spans several
+    /// messages (snapshot chunks); retries reuse the same message id.
+    /// </summary>
+    public async Task PublishAsync(CohortExportReceived message, CancellationToken requestAborted, Guid? messageId = null)
     {
+        var id = messageId ?? message.ImportId;
         try
         {
             await _pipeline.ExecuteAsync(
-                async ct => await _publish.Publish(message, ctx => ctx.MessageId = message.ImportId, ct),
+                async ct => await _publish.Publish(message, ctx => ctx.MessageId = id, ct),
                 requestAborted);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !requestAborted.IsCancellationRequested)

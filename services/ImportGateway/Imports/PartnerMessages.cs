@@ -26,7 +26,6 @@ public static class PartnerMessages
     public const string IdempotencyKeyInvalid = "Idempotency-Key must be 1 to 255 visible ASCII characters";
     public const string ImportNotFound = "import not found";
     public const string ContentTypeSnapshot = "content type must be application/x-ndjson or text/csv";
-    public const string SnapshotNotAvailable = "snapshot import is not available yet";
 
     /// <summary><c>Partner not enabled for client with client secret: abcd…</c> (first 4 characters, then U+2026).</summary>
     public static string PartnerNotEnabled(string? clientSecret)

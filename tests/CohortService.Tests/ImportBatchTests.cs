@@ -1,0 +1,249 @@
+using System.Text.Json;
+using CohortBridge.CohortService.Imports;
+using CohortBridge.Contracts;
+using CohortBridge.ServiceDefaults;
+using CohortBridge.Testing;
+using Dapper;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using static CohortBridge.CohortService.Tests.CohortServiceHost;
+
+namespace CohortBridge.CohortService.Tests;
+
+/// <summary>
+/// Several change sets of one cohort applied in one transaction (ImportProcessor.ProcessBatchAsync) on a real
+/// database: one version and one event per changing import, in list order; a redelivered batch applies nothing twice.
+/// </summary>
+public sealed class ImportBatchProcessorTests : IAsyncLifetime
+{
+    private NpgsqlDataSource _dataSource = null!;
+    private ImportProcessor _processor = null!;
+
+    public async Task InitializeAsync()
+    {
+        var infra = await Infrastructure.GetAsync();
+        var cs = infra.ConnectionStringFor(Infrastructure.UniqueName("cohorts_batch"));
+
+        // As the service host sets them up (AddPlatformDatabase, AddCohortService).
+        DefaultTypeMap.MatchNamesWithUnderscores = true;
+        Data.DateTimeOffsetHandler.Register();
+        Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
+        _dataSource = NpgsqlDataSource.Create(cs);
+        _processor = new ImportProcessor(
+            _dataSource,
+            [new NameImportHandler(), new ChangesImportHandler(), new ArchiveImportHandler()],
+            Options.Create(new CohortsOptions()),
+            NullLogger<ImportProcessor>.Instance);
+    }
+
+    public async Task DisposeAsync() => await _dataSource.DisposeAsync();
+
+    /// <summary>Users u0..u{n-1} with ordinals 0..n-1 (written directly: the directory is not under test here).</summary>
+    private async Task<string> WorkspaceWithUsersAsync(int users)
+    {
+        var ws = NewWorkspace();
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await conn.ExecuteAsync("""
+            INSERT INTO workspaces (workspace_id, next_ordinal) VALUES (@ws, @users);
+            INSERT INTO users (workspace_id, ordinal, external_id, identified)
+            SELECT @ws, i, 'u' || i, true FROM generate_series(0, @users - 1) AS i;
+            """, new { ws, users });
+        return ws;
+    }
+
+    private static CohortExportReceived Named(string ws, string cohortId, string name) => new()
+    {
+        ImportId = Guid.NewGuid(),
+        WorkspaceId = ws,
+        Partner = "tinyclues",
+        CohortId = cohortId,
+        Kind = CohortExportKind.Name,
+        Name = name,
+        OccurredAt = DateTimeOffset.UtcNow,
+    };
+
+    [Fact]
+    public async Task ProcessBatch_QueuedChangeSetsOfOneCohort_OneVersionPerChangingImportInOrder()
+    {
+        var ws = await WorkspaceWithUsersAsync(5);
+        var batch = new[]
+        {
+            Changes(ws, "b", Add("u0", "u1")),          // v1: creates the cohort, +2
+            Changes(ws, "b", Add("u2", "nobody")),      // v2: +1, one unmatched
+            Changes(ws, "b", Remove("u0")),             // v3: -1
+            Changes(ws, "b"),                            // credentials check: no version
+            Changes(ws, "b", Add("u1")),                // already a member: no version
+            Named(ws, "b", "Bravo"),                     // v4: rename
+            Changes(ws, "b", Add("u3"), Remove("u3")),  // net nothing: no version
+            Changes(ws, "b", Add("u4")),                // v5: +1
+        };
+
+        var events = await _processor.ProcessBatchAsync(batch, CancellationToken.None);
+
+        Assert.Equal([1L, 2L, 3L, null, null, 4L, null, 5L], events.Select(e => e?.Version));
+        Assert.All(events.Where(e => e is not null), e => Assert.Equal(batch[Array.IndexOf(events, e)].ImportId, e!.ImportId));
+        Assert.Equal([2L, 3L, 2L, 2L, 3L], events.Where(e => e is not null).Select(e => e!.MemberCount));
+        Assert.Equal("Bravo", events[7]!.CohortName);
+        Assert.Equal([4], events[7]!.Added!.Select(a => a.Ordinal));
+
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        var imports = (await conn.QueryAsync<(Guid Id, string Status, long Received, long Matched, long? Version)>(
+            "SELECT import_id, status, received, matched, cohort_version FROM imports WHERE workspace_id = @ws", new { ws }))
+            .ToDictionary(r => r.Id);
+        Assert.All(batch, m => Assert.Equal("completed", imports[m.ImportId].Status));
+        Assert.Equal((2L, 1L), (imports[batch[1].ImportId].Received, imports[batch[1].ImportId].Matched));
+        Assert.Equal(0L, imports[batch[3].ImportId].Received);
+        Assert.Equal([1L, 2L, 3L, null, 3L, 4L, 4L, 5L], batch.Select(m => imports[m.ImportId].Version));
+        var log = (await conn.QueryAsync<(long Version, Guid ImportId)>("""
+            SELECT c.version, c.import_id FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk
+            WHERE k.workspace_id = @ws ORDER BY c.version
+            """, new { ws })).ToList();
+        Assert.Equal([batch[0].ImportId, batch[1].ImportId, batch[2].ImportId, batch[5].ImportId, batch[7].ImportId], log.Select(l => l.ImportId));
+        Assert.Equal([1L, 2L, 3L, 4L, 5L], log.Select(l => l.Version));
+        var members = (await conn.QueryAsync<int>(
+            "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws ORDER BY 1", new { ws })).ToList();
+        Assert.Equal([1, 2, 4], members);
+    }
+
+    [Fact]
+    public async Task ProcessBatch_RedeliveredBatch_AppliesNothingTwiceAndReturnsStoredEvents()
+    {
+        var ws = await WorkspaceWithUsersAsync(4);
+        var first = new[] { Changes(ws, "r", Add("u0")), Changes(ws, "r", Add("u1")), Changes(ws, "r", Remove("u0")) };
+        var applied = await _processor.ProcessBatchAsync(first, CancellationToken.None);
+
+        // The same messages again, one of them twice, followed by a new one: only the new one is applied.
+        var fresh = Changes(ws, "r", Add("u2"));
+        var again = await _processor.ProcessBatchAsync([first[1], first[0], first[2], first[0], fresh], CancellationToken.None);
+
+        Assert.Equal([2L, 1L, 3L, 1L, 4L], again.Select(e => e!.Version));
+        Assert.Equal(
+            [.. new[] { applied[1], applied[0], applied[2], applied[0] }.Select(e => JsonSerializer.Serialize(e))],
+            again.Take(4).Select(e => JsonSerializer.Serialize(e)));
+        Assert.Equal(2, again[4]!.MemberCount);
+
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        Assert.Equal(4L, await conn.ExecuteScalarAsync<long>(
+            "SELECT count(*) FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk WHERE k.workspace_id = @ws", new { ws }));
+        Assert.Equal((4L, 2L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
+    }
+
+    [Fact]
+    public async Task Batcher_QueuedMessagesOfOneCohort_AppliedInOneTransactionInQueueOrder()
+    {
+        var ws = await WorkspaceWithUsersAsync(6);
+        var batcher = new ImportBatcher(_processor, Options.Create(new CohortsOptions()), NullLogger<ImportBatcher>.Instance);
+        var messages = Enumerable.Range(0, 6).Select(i => Changes(ws, "q", Add($"u{i}"))).ToList();
+        foreach (var m in messages)
+        {
+            batcher.Enqueue(m);
+        }
+
+        var outcomes = messages.Select(m =>
+        {
+            Assert.True(batcher.TryProcess(m, CancellationToken.None, out var outcome));
+            return outcome;
+        }).ToList();
+        var events = await Task.WhenAll(outcomes);
+
+        Assert.Equal([1L, 2L, 3L, 4L, 5L, 6L], events.Select(e => e!.Version));
+        Assert.Equal(messages.Select(m => (Guid?)m.ImportId), events.Select(e => e!.ImportId));
+        Assert.Equal([1L, 2L, 3L, 4L, 5L, 6L], events.Select(e => e!.MemberCount));
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        Assert.Equal(1L, await conn.ExecuteScalarAsync<long>(
+            "SELECT count(DISTINCT completed_at) FROM imports WHERE workspace_id = @ws", new { ws }));
+    }
+
+    [Fact]
+    public async Task Batcher_OneImportOfTheBatchThrows_OthersAreAppliedAloneAndOnlyItFails()
+    {
+        var ws = await WorkspaceWithUsersAsync(3);
+        var batcher = new ImportBatcher(_processor, Options.Create(new CohortsOptions()), NullLogger<ImportBatcher>.Instance);
+        var first = Changes(ws, "p", Add("u0"));
+        var broken = Changes(ws, "p", Add("u1")) with { Changes = [null!] };
+        var last = Changes(ws, "p", Add("u2"));
+        foreach (var m in new[] { first, broken, last })
+        {
+            batcher.Enqueue(m);
+        }
+
+        Assert.True(batcher.TryProcess(first, CancellationToken.None, out var firstOutcome));
+        Assert.True(batcher.TryProcess(broken, CancellationToken.None, out var brokenOutcome));
+        Assert.True(batcher.TryProcess(last, CancellationToken.None, out var lastOutcome));
+
+        Assert.Equal(1L, (await firstOutcome)!.Version);
+        await Assert.ThrowsAnyAsync<Exception>(() => brokenOutcome);
+        Assert.Equal(2L, (await lastOutcome)!.Version);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        Assert.Equal("processing", await conn.ExecuteScalarAsync<string>(
+            "SELECT status FROM imports WHERE import_id = @id", new { id = broken.ImportId }));
+    }
+}
+
+/// <summary>
+/// Through the broker and the real process: change sets that queue up
+/// behind a busy cohort, still with one version and one CohortUpdated per import, in delivery order.
+/// </summary>
+[Collection("cohort-service")]
+public sealed class ImportBatchingTests(SharedCohortService host)
+{
+    [Fact]
+    public async Task Import_BurstQueuedBehindLockedCohort_OneVersionAndOneEventPerImportInDeliveryOrder()
+    {
+        const int burst = 12;
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, [.. Enumerable.Range(0, burst + 1).Select(i => $$"""{"external_id":"u{{i}}"}""")]);
+        await host.ImportAsync(Changes(ws, "burst", Add("u0")));
+        var messages = Enumerable.Range(1, burst).Select(i => Changes(ws, "burst", Add($"u{i}"))).ToList();
+
+        // Hold the cohort row: the first message's transaction waits for it while the rest queue up in the process.
+        await using (var blocker = await host.OpenAsync())
+        {
+            await using var tx = await blocker.BeginTransactionAsync();
+            await blocker.ExecuteAsync("SELECT 1 FROM cohorts WHERE workspace_id = @ws FOR UPDATE", new { ws }, tx);
+            foreach (var m in messages)
+            {
+                await host.Bus.Publish(m);
+            }
+
+            await Eventually.UntilAsync(
+                () => blocker.ExecuteScalarAsync<long>(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database()"),
+                n => n > 0, because: "an import waits for the cohort row");
+            await Eventually.UntilAsync(UnacknowledgedAsync, n => n >= 4, because: "the process holds several messages of the burst");
+            await tx.CommitAsync();
+        }
+
+        foreach (var m in messages)
+        {
+            await host.WaitForImportAsync(ws, m.ImportId);
+        }
+
+        await using var conn = await host.OpenAsync();
+        var rows = (await conn.QueryAsync<(Guid ImportId, long Version)>(
+            "SELECT import_id, cohort_version FROM imports WHERE workspace_id = @ws AND cohort_version > 1", new { ws }))
+            .ToDictionary(r => r.ImportId);
+        Assert.Equal(Enumerable.Range(2, burst).Select(v => (long)v), messages.Select(m => rows[m.ImportId].Version));
+
+        var updates = await Eventually.UntilAsync(
+            () => Task.FromResult(host.UpdatesOf(ws, "burst")),
+            u => u.Select(x => x.Version).Distinct().Count() == burst + 1, because: "one CohortUpdated per version");
+        Assert.All(updates, u => Assert.Equal(u.Version, u.MemberCount));
+        Assert.All(updates.Where(u => u.Version > 1), u => Assert.Equal(messages[(int)u.Version - 2].ImportId, u.ImportId));
+    }
+
+    private async Task<long> UnacknowledgedAsync()
+    {
+        using var http = host.Infrastructure.ManagementClient();
+        using var response = await http.GetAsync($"api/queues/{Uri.EscapeDataString(host.VirtualHost)}/cohorts-cohort-export-received");
+        if (!response.IsSuccessStatusCode)
+        {
+            return 0;
+        }
+
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.TryGetProperty("messages_unacknowledged", out var n) ? n.GetInt64() : 0;
+    }
+}
