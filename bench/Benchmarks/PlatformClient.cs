@@ -197,10 +197,19 @@ internal sealed class PlatformClient : IDisposable
         }
     }
 
-    public async Task<string> CreateSegmentAsync(string name, object filter)
+    /// <summary>Creates a segment; null while SegmentService does not know one of its cohorts yet (400).</summary>
+    public async Task<string?> TryCreateSegmentAsync(string name, object filter)
     {
-        var created = await PostJsonAsync(_segments, $"admin/workspaces/{Workspace}/segments", new { name, filter });
-        return created["segment_id"]!.GetValue<string>();
+        using var r = await _segments.PostAsJsonAsync($"admin/workspaces/{Workspace}/segments", new { name, filter });
+        var body = await r.Content.ReadAsStringAsync();
+        if (r.StatusCode == HttpStatusCode.BadRequest)
+        {
+            return null;
+        }
+
+        return r.IsSuccessStatusCode
+            ? JsonNode.Parse(body)!["segment_id"]!.GetValue<string>()
+            : throw new InvalidOperationException($"create segment answered {(int)r.StatusCode}: {Truncate(body)}");
     }
 
     public async Task<long> SegmentSizeAsync(string segmentId)
