@@ -20,12 +20,6 @@ public sealed class CohortsOptions
     /// <summary>Messages the CohortExportReceived consumer handles at once (across cohorts).</summary>
     public int ConcurrentMessageLimit { get; set; } = 8;
 
-    /// <summary>
-    /// Largest number of queued imports of one cohort applied in one transaction (each keeps its own version and
-    /// event). Messages waiting for a cohort count against <see cref="ConcurrentMessageLimit"/>, which bounds batches too.
-    /// </summary>
-    public int ImportBatchSize { get; set; } = 32;
-
     /// <summary>How often the outbox dispatcher looks for rows that an immediate publish did not take.</summary>
     public TimeSpan OutboxPollInterval { get; set; } = TimeSpan.FromSeconds(2);
 

@@ -25,7 +25,6 @@ public static class CohortServiceHosting
         builder.Services.AddSingleton<IImportHandler, ChangesImportHandler>();
         builder.Services.AddSingleton<IImportHandler, ArchiveImportHandler>();
         builder.Services.AddSingleton<ImportProcessor>();
-        builder.Services.AddSingleton<ImportBatcher>();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddSingleton<UserDirectory>();
         builder.Services.AddHostedService<OutboxDispatcher>();

