@@ -155,7 +155,7 @@ case "${1:-}" in
   install) cmd_install ;;
   start) cmd_install; start_pg; start_rabbit ;;
   stop) stop_rabbit; stop_pg ;;
-  clean) stop_rabbit; stop_pg; d="$(pg_dir)"; rm -rf "$d" "$HOME_DIR/rabbitmq" "$HOME_DIR/pg.location"; log "data removed" ;;
+  clean) stop_rabbit; stop_pg; d="$(pg_dir)"; rm -rf "$d" "$HOME_DIR/rabbitmq" "$HOME_DIR/pg.location" "$HOME_DIR/demo.txt"; log "data removed" ;;
   status) pg_running && echo "postgres: running" || echo "postgres: stopped"; rabbit_running && echo "rabbitmq: running" || echo "rabbitmq: stopped" ;;
   env) cmd_env ;;
   vhost) shift; cmd_vhost "$@" ;;
