@@ -68,7 +68,7 @@ public static class Database
     {
         try
         {
-            EnsureDatabase.For.PostgresqlDatabase(connectionString, new NoOpUpgradeLog());
+            EnsureDatabase.For.PostgresqlDatabase(connectionString, new DbUp.Engine.Output.NoOpUpgradeLog());
         }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.DuplicateDatabase or PostgresErrorCodes.UniqueViolation)
         {
@@ -147,33 +147,6 @@ public static class Database
                 return HealthCheckResult.Unhealthy("PostgreSQL is not reachable.", ex);
             }
         }
-    }
-}
-
-internal sealed class NoOpUpgradeLog : DbUp.Engine.Output.IUpgradeLog
-{
-    public void LogTrace(string format, params object[] args)
-    {
-    }
-
-    public void LogDebug(string format, params object[] args)
-    {
-    }
-
-    public void LogInformation(string format, params object[] args)
-    {
-    }
-
-    public void LogWarning(string format, params object[] args)
-    {
-    }
-
-    public void LogError(string format, params object[] args)
-    {
-    }
-
-    public void LogError(Exception ex, string format, params object[] args)
-    {
     }
 }
 

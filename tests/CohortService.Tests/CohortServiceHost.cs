@@ -64,13 +64,8 @@ public class CohortServiceHost : IAsyncDisposable
         var env = new Dictionary<string, string>
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
-            ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-            ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["RabbitMq__VirtualHost"] = VirtualHost,
-            ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-            ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
             ["ConnectionStrings__Cohorts"] = ConnectionString,
-        };
+        }.WithBroker(Infrastructure, VirtualHost);
         foreach (var (k, v) in Overrides)
         {
             env[k] = v;

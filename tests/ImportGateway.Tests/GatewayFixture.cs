@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -104,15 +103,10 @@ public sealed class GatewayFixture : IAsyncLifetime
         OtherPartnerSecret = await IssueKeyAsync(admin, Workspace, OtherPartner);
     }
 
-    public Dictionary<string, string> BusEnvironment() => new()
+    public Dictionary<string, string> BusEnvironment() => new Dictionary<string, string>
     {
         ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
-        ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-        ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(CultureInfo.InvariantCulture),
-        ["RabbitMq__VirtualHost"] = VirtualHost,
-        ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-        ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
-    };
+    }.WithBroker(Infrastructure, VirtualHost);
 
     /// <summary>The environment of a gateway replica of this fixture, with overrides.</summary>
     public Dictionary<string, string> GatewayEnvironment(IReadOnlyDictionary<string, string>? overrides = null)

@@ -47,15 +47,10 @@ public sealed class SnapshotPlatform : IAsyncLifetime
             var env = new Dictionary<string, string>
             {
                 ["PLATFORM_ADMIN_TOKEN"] = GatewayFixture.AdminToken,
-                ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-                ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(CultureInfo.InvariantCulture),
-                ["RabbitMq__VirtualHost"] = _vhost,
-                ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-                ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
                 ["KeyService__BaseUrl"] = $"http://127.0.0.1:{keysPort}/",
                 ["CohortService__BaseUrl"] = $"http://127.0.0.1:{cohortsPort}/",
                 ["Gateway__PublicBaseUrl"] = "http://gateway.example.test/",
-            };
+            }.WithBroker(Infrastructure, _vhost);
             foreach (var (k, v) in extra)
             {
                 env[k] = v;

@@ -43,16 +43,11 @@ public class KeyServiceFixture : IAsyncLifetime
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
             ["ConnectionStrings__Keys"] = ConnectionString,
-            ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-            ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["RabbitMq__VirtualHost"] = VirtualHost,
-            ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-            ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
             ["Gateway__PublicBaseUrl"] = PublicGatewayUrl + "/",
             ["KeyUsage__FlushIntervalSeconds"] = "0.5",
             ["Logging__LogLevel__Default"] = "Debug",
             ["Logging__LogLevel__Microsoft.AspNetCore"] = "Debug",
-        });
+        }.WithBroker(Infrastructure, VirtualHost));
         Admin = new HttpClient { BaseAddress = Keys.BaseAddress };
         Admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
 

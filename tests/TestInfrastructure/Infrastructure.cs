@@ -163,3 +163,17 @@ public sealed class Infrastructure
         return dir?.FullName ?? throw new InvalidOperationException("Platform.sln not found above " + AppContext.BaseDirectory);
     }
 }
+
+public static class ServiceEnvironmentExtensions
+{
+    /// <summary>Points a service process at this run's broker, on the given virtual host.</summary>
+    public static Dictionary<string, string> WithBroker(this Dictionary<string, string> environment, Infrastructure infrastructure, string virtualHost)
+    {
+        environment["RabbitMq__Host"] = infrastructure.RabbitHost;
+        environment["RabbitMq__Port"] = infrastructure.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        environment["RabbitMq__VirtualHost"] = virtualHost;
+        environment["RabbitMq__Username"] = infrastructure.RabbitUser;
+        environment["RabbitMq__Password"] = infrastructure.RabbitPassword;
+        return environment;
+    }
+}

@@ -64,16 +64,11 @@ public class PlatformProcesses : IAsyncDisposable
         var env = new Dictionary<string, string>
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
-            ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-            ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["RabbitMq__VirtualHost"] = VirtualHost,
-            ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-            ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
             ["KeyService__BaseUrl"] = $"http://127.0.0.1:{KeysPort}/",
             ["CohortService__BaseUrl"] = $"http://127.0.0.1:{CohortsPort}/",
             ["SegmentService__BaseUrl"] = $"http://127.0.0.1:{SegmentsPort}/",
             ["Gateway__PublicBaseUrl"] = $"http://127.0.0.1:{GatewayPort}/",
-        };
+        }.WithBroker(Infrastructure, VirtualHost);
         var (name, db) = service switch
         {
             "KeyService" => ("Keys", Databases["KeyService"]),

@@ -40,20 +40,15 @@ public sealed class SegmentServiceHarness : IAsyncLifetime
         await Bus.StartAsync();
     }
 
-    public Dictionary<string, string> Environment(string instanceId, string? database = null) => new()
+    public Dictionary<string, string> Environment(string instanceId, string? database = null) => new Dictionary<string, string>
     {
         ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
-        ["RabbitMq__Host"] = Infrastructure.RabbitHost,
-        ["RabbitMq__Port"] = Infrastructure.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        ["RabbitMq__VirtualHost"] = VirtualHost,
-        ["RabbitMq__Username"] = Infrastructure.RabbitUser,
-        ["RabbitMq__Password"] = Infrastructure.RabbitPassword,
         ["ConnectionStrings__Segments"] = Infrastructure.ConnectionStringFor(database ?? Database),
         ["CohortService__BaseUrl"] = Cohorts.BaseUrl,
         ["Segments__InstanceId"] = instanceId,
         ["Segments__StartupCatchUpTimeoutSeconds"] = "3",
         ["Segments__CatchUpRetrySeconds"] = "1",
-    };
+    }.WithBroker(Infrastructure, VirtualHost);
 
     public async Task<ServiceProcess> StartAsync(string instanceId, string? database = null, bool waitUntilReady = true)
     {
