@@ -14,11 +14,19 @@ public sealed class CohortsOptions
     /// <summary>Users per UserDirectoryChanged message.</summary>
     public int DirectoryBatchSize { get; set; } = 1000;
 
-    /// <summary>Partitions of the CohortExportReceived consumer (one cohort always maps to one partition).</summary>
-    public int PartitionCount { get; set; } = 16;
-
-    /// <summary>Messages the CohortExportReceived consumer handles at once (across cohorts).</summary>
+    /// <summary>
+    /// Messages the CohortExportReceived consumer handles at once. Imports of one cohort still apply one at a time, in
+    /// request order (cohort row lock and <see cref="Imports.SequenceGate"/>).
+    /// </summary>
     public int ConcurrentMessageLimit { get; set; } = 8;
+
+    /// <summary>
+    /// How long an import waits for its cohort's previous request (sequence - 1) before applying without it. The wait
+    /// only outlasts a moment when that request never reached the broker (the gateway answered 503) or sits in the
+    /// error queue; consumer retries of a failing predecessor take up to about 20 s, hence the default. Zero turns the
+    /// ordering off (imports apply in delivery order).
+    /// </summary>
+    public TimeSpan SequenceGapTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How often the outbox dispatcher looks for rows that an immediate publish did not take.</summary>
     public TimeSpan OutboxPollInterval { get; set; } = TimeSpan.FromSeconds(2);

@@ -24,6 +24,7 @@ public static class CohortServiceHosting
         builder.Services.AddSingleton<IImportHandler, NameImportHandler>();
         builder.Services.AddSingleton<IImportHandler, ChangesImportHandler>();
         builder.Services.AddSingleton<IImportHandler, ArchiveImportHandler>();
+        builder.Services.AddSingleton<SequenceGate>();
         builder.Services.AddSingleton<ImportProcessor>();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddSingleton<UserDirectory>();

@@ -36,6 +36,7 @@ public static class ImportGatewayHosting
 
         builder.Services.AddSingleton<GatewayMetrics>();
         builder.Services.AddSingleton<ClientRateLimiter>();
+        builder.Services.AddSingleton<CohortSequenceRepository>();
         builder.Services.AddSingleton<ImportPublisher>();
         builder.Services.AddSingleton<IdempotencyRepository>();
         builder.Services.AddSingleton<ImportRegisterRepository>();

@@ -29,6 +29,26 @@ public sealed record CohortExportReceived
     public bool Archive { get; init; }
 
     public required DateTimeOffset OccurredAt { get; init; }
+
+    /// <summary>
+    /// The cohort's request order, assigned by the gateway just before publishing (1, 2, 3, ... per workspace, partner
+    /// and cohort). A request sent after another one's 202 always has a higher sequence; CohortService applies a cohort's
+    /// imports in this order whatever order the broker delivers them in. Null on messages that change no cohort
+    /// (credential checks, snapshot chunks before the last) and on messages from before sequences existed.
+    /// </summary>
+    public long? Sequence { get; init; }
+
+    /// <summary>
+    /// Whether applying this message may change the cohort (and so takes a place in the cohort's <see cref="Sequence"/>):
+    /// names, archives, non-empty change lists and the last chunk of a snapshot that was not aborted.
+    /// </summary>
+    public bool ChangesCohort => Kind switch
+    {
+        CohortExportKind.Name or CohortExportKind.Archive => true,
+        CohortExportKind.Changes => Changes is { Count: > 0 },
+        CohortExportKind.SnapshotChunk => Snapshot is { IsLast: true, Aborted: false },
+        _ => false,
+    };
 }
 
 public enum CohortExportKind

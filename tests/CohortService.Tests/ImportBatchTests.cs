@@ -30,10 +30,12 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Data.DateTimeOffsetHandler.Register();
         Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
         _dataSource = NpgsqlDataSource.Create(cs);
+        var options = Options.Create(new CohortsOptions());
         _processor = new ImportProcessor(
             _dataSource,
             [new NameImportHandler(), new ChangesImportHandler(), new ArchiveImportHandler()],
-            Options.Create(new CohortsOptions()),
+            new SequenceGate(_dataSource, options, NullLogger<SequenceGate>.Instance),
+            options,
             NullLogger<ImportProcessor>.Instance);
     }
 

@@ -71,6 +71,39 @@ public sealed class ImportFlowTests(PlatformFixture platform) : IClassFixture<Pl
     }
 
     [Fact]
+    public async Task SeparateRequests_AddThenRemove_ApplyInTheOrderTheyWereAccepted()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync("""{"external_id":"x"}""", """{"external_id":"y"}""");
+        // Each request is sent as soon as the previous one got its 202, as a connector replaying a change feed does;
+        // none waits for processing. Whatever order the broker and consumers see them in, the last word wins.
+        var importIds = new List<string>();
+        for (var round = 0; round < 6; round++)
+        {
+            foreach (var remove in new[] { false, true })
+            {
+                var accepted = await ReadJsonAsync(await s.ChangeAsync("feed", [Change(userIds: ["x"], remove: remove)]), HttpStatusCode.Accepted);
+                importIds.Add(accepted["import_id"]!.GetValue<string>());
+            }
+        }
+
+        var last = await ReadJsonAsync(await s.ChangeAsync("feed", [Change(userIds: ["y"])]), HttpStatusCode.Accepted);
+        importIds.Add(last["import_id"]!.GetValue<string>());
+        var versions = new List<long>();
+        foreach (var importId in importIds)
+        {
+            versions.Add((await s.WaitForImportAsync(importId))["cohort_version"]!.GetValue<long>());
+        }
+
+        // Every request changed the cohort, so versions are 1..13 in request order.
+        Assert.Equal(Enumerable.Range(1, importIds.Count).Select(v => (long)v), versions);
+        var segment = await s.CreateSegmentAsync("feed", s.CohortFilter("feed"));
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 1, because: "x was removed last, y added");
+        Assert.False(await s.IsMemberAsync(segment, "external_id=x"));
+        Assert.True(await s.IsMemberAsync(segment, "external_id=y"));
+    }
+
+    [Fact]
     public async Task Segment_IncludesAndExcludes_EvaluatesAcrossCohorts()
     {
         var s = await PartnerScenario.CreateAsync(platform);

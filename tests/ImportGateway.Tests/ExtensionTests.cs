@@ -161,6 +161,36 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task Sequence_RequestsForOneCohort_NumberedInAcceptOrderAcrossReplicas()
+    {
+        var cohort = "seq-" + Guid.NewGuid().ToString("N")[..8];
+        var accepted = new List<Guid>();
+        foreach (var client in new[] { fx.Gateway.Client, fx.LimitedGateway.Client, fx.Gateway.Client })
+        {
+            var reply = await PostAsync(client, ChangesPath, Changes("""[{"user_ids": ["s1"]}]""", cohort));
+            Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+            accepted.Add(reply.ImportId);
+        }
+
+        var name = await PostAsync(fx.Gateway.Client, NamePath, NameBody(fx.PartnerApiKey, fx.ClientSecret, cohort, "Seq"));
+        Assert.Equal(HttpStatusCode.Accepted, name.Status);
+        accepted.Add(name.ImportId);
+
+        var sequences = new List<long?>();
+        foreach (var importId in accepted)
+        {
+            sequences.Add(Assert.Single(await fx.WaitForPublishedAsync(importId)).Message.Sequence);
+        }
+
+        Assert.Equal([1L, 2, 3, 4], sequences);
+
+        // A credentials check changes no cohort and takes no place in its order.
+        var check = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", cohort));
+        Assert.Equal(HttpStatusCode.Accepted, check.Status);
+        Assert.Null(Assert.Single(await fx.WaitForPublishedAsync(check.ImportId)).Message.Sequence);
+    }
+
+    [Fact]
     public async Task ArchiveCohort_InvalidSecret_Returns401()
     {
         using var request = WithCredentials(HttpMethod.Delete, $"partners/{GatewayFixture.Partner}/cohorts/x", fx.PartnerApiKey, "bad");

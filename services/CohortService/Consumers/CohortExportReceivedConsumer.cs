@@ -8,7 +8,8 @@ namespace CohortBridge.CohortService.Consumers;
 
 /// <summary>
 /// Applies partner imports; publishes the resulting CohortUpdated after commit (again on redelivery). Snapshot chunks
-/// go to <see cref="SnapshotChunkProcessor"/> (staged one by one, applied when the set is complete); other kinds to
+/// go to <see cref="SnapshotChunkProcessor"/> (staged one by one, applied when the set is complete and its turn has
+/// come); other kinds wait for their turn in the cohort's request order (<see cref="SequenceGate"/>), then go to
 /// <see cref="ImportProcessor"/>.
 /// </summary>
 public sealed class CohortExportReceivedConsumer(ImportProcessor processor, SnapshotChunkProcessor snapshots)
@@ -22,9 +23,14 @@ public sealed class CohortExportReceivedConsumer(ImportProcessor processor, Snap
         CohortUpdated? evt;
         try
         {
-            evt = context.Message.Kind == CohortExportKind.SnapshotChunk
-                ? await snapshots.ProcessAsync(context.Message, context.CancellationToken)
-                : await processor.ProcessAsync(context.Message, context.CancellationToken);
+            if (context.Message.Kind == CohortExportKind.SnapshotChunk)
+            {
+                evt = await snapshots.ProcessAsync(context.Message, context.CancellationToken);
+            }
+            else
+            {
+                evt = await processor.ProcessAsync(context.Message, context.CancellationToken);
+            }
         }
         catch (Exception ex) when (context.GetRetryAttempt() >= LastAttempt && ex is not OperationCanceledException)
         {

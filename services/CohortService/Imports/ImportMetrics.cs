@@ -9,7 +9,9 @@ namespace CohortBridge.CohortService.Imports;
 /// <c>.match</c> (identity matching of an import's change sets), <c>.apply</c> (membership writes, version, change log,
 /// statistics and event of one import, matching excluded), <c>.commit</c> (one transaction's commit),
 /// <c>.publish</c> (one CohortUpdated publish, confirm included), and <c>cohortbridge.cohorts.import.batch_size</c>
-/// (imports applied in one transaction). Static because the matcher and handlers are static/singleton code paths.
+/// (imports applied in one transaction), <c>cohortbridge.cohorts.import.sequence_wait</c> (an import waiting for its
+/// cohort's previous request) and <c>cohortbridge.cohorts.import.sequence_gaps_skipped</c> (previous requests given up
+/// after <c>Cohorts:SequenceGapTimeout</c>). Static because the matcher and handlers are static/singleton code paths.
 /// </summary>
 public static class ImportMetrics
 {
@@ -26,6 +28,12 @@ public static class ImportMetrics
     private static readonly Histogram<double> CommitSeconds = Seconds("commit", "Committing one import transaction");
     private static readonly Histogram<double> PublishSeconds = Seconds("publish", "Publishing one CohortUpdated (broker confirm included)");
 
+    private static readonly Histogram<double> SequenceWaitSeconds = Seconds("sequence_wait", "Waiting for the cohort's previous request to be applied");
+
+    private static readonly Counter<long> SequenceGapsSkipped = Meter.CreateCounter<long>(
+        "cohortbridge.cohorts.import.sequence_gaps_skipped", "{import}",
+        "Imports applied without their cohort's previous request, which did not arrive within Cohorts:SequenceGapTimeout");
+
     private static readonly Histogram<int> BatchSize = Meter.CreateHistogram(
         "cohortbridge.cohorts.import.batch_size", "{import}", "Imports of one cohort applied in one transaction",
         advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128] });
@@ -39,6 +47,10 @@ public static class ImportMetrics
     public static void Commit(TimeSpan elapsed) => CommitSeconds.Record(elapsed.TotalSeconds);
 
     public static void Publish(TimeSpan elapsed) => PublishSeconds.Record(elapsed.TotalSeconds);
+
+    public static void SequenceWait(TimeSpan elapsed) => SequenceWaitSeconds.Record(elapsed.TotalSeconds);
+
+    public static void SequenceGapSkipped() => SequenceGapsSkipped.Add(1);
 
     public static void Batch(int imports) => BatchSize.Record(imports);
 

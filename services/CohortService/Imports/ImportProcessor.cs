@@ -15,6 +15,7 @@ namespace CohortBridge.CohortService.Imports;
 public sealed partial class ImportProcessor(
     NpgsqlDataSource dataSource,
     IEnumerable<IImportHandler> handlers,
+    SequenceGate sequenceGate,
     IOptions<CohortsOptions> options,
     ILogger<ImportProcessor> logger)
 {
@@ -23,9 +24,16 @@ public sealed partial class ImportProcessor(
 
     private readonly Dictionary<CohortExportKind, IImportHandler> _handlers = handlers.ToDictionary(h => h.Kind);
 
-    /// <summary>Returns the event to publish after commit (null when the import changed no cohort).</summary>
-    public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct) =>
-        (await ProcessBatchAsync([message], ct))[0];
+    /// <summary>
+    /// Returns the event to publish after commit (null when the import changed no cohort). The import shows as
+    /// processing at once, then waits for its turn in the cohort's request order (<see cref="SequenceGate"/>).
+    /// </summary>
+    public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct)
+    {
+        await ImportRepository.RegisterAsync(dataSource, message, ct);
+        await sequenceGate.WaitForTurnAsync(message, ct);
+        return (await ApplyRegisteredAsync([message], ct))[0];
+    }
 
     /// <summary>
     /// Applies several imports of ONE cohort in one transaction, in list order: each still gets its own import row,
@@ -35,15 +43,12 @@ public sealed partial class ImportProcessor(
     /// </summary>
     public async Task<CohortUpdated?[]> ProcessBatchAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
     {
-        if (messages.Count == 1)
-        {
-            await ImportRepository.RegisterAsync(dataSource, messages[0], ct);
-        }
-        else
-        {
-            await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
-        }
+        await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
+        return await ApplyRegisteredAsync(messages, ct);
+    }
 
+    private async Task<CohortUpdated?[]> ApplyRegisteredAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    {
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
 
@@ -72,10 +77,14 @@ public sealed partial class ImportProcessor(
             }
 
             outcomes[i] = await ApplyLockedAsync(conn, tx, message, record, ct);
+
+            // Applied, failed or found applied already: either way this request's turn in the cohort's order is done.
+            await CohortSequences.AdvanceAsync(conn, tx, message, ct);
         }
 
         var commitStart = Stopwatch.GetTimestamp();
         await tx.CommitAsync(ct);
+        sequenceGate.Advanced();
         ImportMetrics.Commit(ImportMetrics.Since(commitStart));
         ImportMetrics.Batch(messages.Count);
 
@@ -180,7 +189,10 @@ public sealed partial class ImportProcessor(
                 await ImportRepository.CompleteAsync(conn, tx, message.ImportId, ImportStatus.Failed, new ImportStatistics(), null, null, error, null, ct);
             }
 
+            // The cohort's later requests need not wait out the gap timeout for one that is in the error queue.
+            await CohortSequences.AdvanceAsync(conn, tx, message, ct);
             await tx.CommitAsync(ct);
+            sequenceGate.Advanced();
             Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, error);
         }
         catch (NpgsqlException)

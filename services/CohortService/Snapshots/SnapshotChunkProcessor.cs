@@ -16,9 +16,12 @@ namespace CohortBridge.CohortService.Snapshots;
 /// membership in one transaction: removed = members EXCEPT staged, added = staged EXCEPT members, one version, one
 /// change-log entry, one CohortUpdated (MustReread when large), staging dropped. An aborted snapshot, or one the
 /// sweeper times out, changes nothing: the import fails and its staging is dropped.
+/// The replacement also waits for its turn in the cohort's request order: the last chunk carries the snapshot's
+/// sequence; its consumer stages, then waits for the previous request (<see cref="SequenceGate"/>); a chunk that
+/// completes the set before that turn leaves the replacement to the last chunk's consumer.
 /// </summary>
 public sealed partial class SnapshotChunkProcessor(
-    NpgsqlDataSource dataSource, IOptions<CohortsOptions> options, ILogger<SnapshotChunkProcessor> logger)
+    NpgsqlDataSource dataSource, SequenceGate sequenceGate, IOptions<CohortsOptions> options, ILogger<SnapshotChunkProcessor> logger)
 {
     public const string InvalidChunk = "snapshot chunk without content";
 
@@ -42,7 +45,18 @@ public sealed partial class SnapshotChunkProcessor(
         }
 
         await StageAsync(message, chunk, ct);
-        return (await TryCompleteAsync(message, ct)).Event;
+        if (chunk.IsLast)
+        {
+            await sequenceGate.WaitForTurnAsync(message, ct);
+        }
+
+        var (evt, finished) = await TryCompleteAsync(message, ct);
+        if (finished)
+        {
+            sequenceGate.Advanced();
+        }
+
+        return evt;
     }
 
     private async Task StageAsync(CohortExportReceived m, SnapshotChunk chunk, CancellationToken ct)
@@ -87,6 +101,11 @@ public sealed partial class SnapshotChunkProcessor(
             return;
         }
 
+        if (chunk.IsLast && m.Sequence is { } sequence)
+        {
+            await SnapshotRepository.SetSequenceAsync(conn, tx, m.ImportId, sequence, ct);
+        }
+
         await SnapshotRepository.StageOrdinalsAsync(conn, m.ImportId, ordinals, ct);
         await SnapshotRepository.AddProgressAsync(conn, tx, m.ImportId, stats, ct);
         await tx.CommitAsync(ct);
@@ -94,7 +113,8 @@ public sealed partial class SnapshotChunkProcessor(
     }
 
     /// <summary>
-    /// Completes the snapshot when every chunk is staged; on a finished one returns its stored event again.
+    /// Completes the snapshot when every chunk is staged and its turn in the cohort's order has come; on a finished one
+    /// returns its stored event again.
     /// <c>Finished</c>: the snapshot is completed or failed now.
     /// </summary>
     private async Task<(CohortUpdated? Event, bool Finished)> TryCompleteAsync(CohortExportReceived m, CancellationToken ct)
@@ -122,7 +142,7 @@ public sealed partial class SnapshotChunkProcessor(
 
         // Re-count under the exclusive lock: no chunk is staging now.
         (staged, chunkCount) = await SnapshotRepository.ProgressAsync(conn, tx, m.ImportId, ct);
-        if (chunkCount is not { } count || staged < count)
+        if (chunkCount is not { } count || staged < count || !await IsTurnAsync(conn, tx, m.ImportId, ct))
         {
             await tx.CommitAsync(ct);
             return (null, false);
@@ -152,6 +172,10 @@ public sealed partial class SnapshotChunkProcessor(
         await tx.CommitAsync(ct);
         return (evt, true);
     }
+
+    /// <summary>Ordering off (<see cref="CohortsOptions.SequenceGapTimeout"/> zero): always the snapshot's turn.</summary>
+    private async Task<bool> IsTurnAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct) =>
+        options.Value.SequenceGapTimeout <= TimeSpan.Zero || await SnapshotRepository.IsTurnAsync(conn, tx, importId, ct);
 
     private async Task<CohortUpdated?> ReplaceMembershipAsync(NpgsqlConnection conn, NpgsqlTransaction tx, CohortExportReceived m, CancellationToken ct)
     {
@@ -194,6 +218,7 @@ public sealed partial class SnapshotChunkProcessor(
         await SnapshotRepository.FailImportAsync(conn, tx, importId, error, ct);
         await SnapshotRepository.FinishAsync(conn, tx, importId, SnapshotState.Failed, ct);
         await tx.CommitAsync(ct);
+        sequenceGate.Advanced();
         Log.Failed(logger, import?.WorkspaceId ?? "", import?.CohortId ?? "", importId, error);
         return true;
     }

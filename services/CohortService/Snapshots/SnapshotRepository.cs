@@ -229,15 +229,42 @@ public static class SnapshotRepository
         return conn.ExecuteAsync(new CommandDefinition(sql, new { importId, error }, tx, cancellationToken: ct));
     }
 
-    /// <summary>Marks the snapshot finished and removes its staging: chunk rows and the staging table.</summary>
+    /// <summary>
+    /// Marks the snapshot finished and removes its staging: chunk rows and the staging table. Completed or failed, its
+    /// turn in the cohort's request order is done (cohort_sequences), so the cohort's later requests go ahead.
+    /// </summary>
     public static async Task FinishAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, string state, CancellationToken ct)
     {
         const string sql = $"""
             UPDATE snapshots SET state = @state, finished_at = now() WHERE import_id = @importId;
+            INSERT INTO cohort_sequences (workspace_id, partner, cohort_id, applied)
+            SELECT workspace_id, partner, cohort_id, sequence FROM snapshots WHERE import_id = @importId AND sequence IS NOT NULL
+            ON CONFLICT (workspace_id, partner, cohort_id) DO UPDATE SET applied = GREATEST(cohort_sequences.applied, excluded.applied);
             DELETE FROM snapshot_chunks WHERE import_id = @importId;
             DROP TABLE IF EXISTS {StagingToken};
             """;
         await conn.ExecuteAsync(new CommandDefinition(WithStaging(sql, importId), new { importId, state }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>Records the snapshot's place in its cohort's request order (carried by the last chunk).</summary>
+    public static Task SetSequenceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, long sequence, CancellationToken ct)
+    {
+        const string sql = "UPDATE snapshots SET sequence = @sequence WHERE import_id = @importId AND sequence IS NULL";
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { importId, sequence }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// Whether the snapshot may replace the membership now: it has no sequence, or its cohort's previous request is applied.
+    /// </summary>
+    public static async Task<bool> IsTurnAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct)
+    {
+        const string sql = """
+            SELECT s.sequence IS NULL OR coalesce(q.applied, 0) >= s.sequence - 1
+            FROM snapshots s
+            LEFT JOIN cohort_sequences q USING (workspace_id, partner, cohort_id)
+            WHERE s.import_id = @importId
+            """;
+        return await conn.ExecuteScalarAsync<bool>(new CommandDefinition(sql, new { importId }, tx, cancellationToken: ct));
     }
 
     /// <summary>

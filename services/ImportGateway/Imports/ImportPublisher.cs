@@ -1,5 +1,7 @@
 using CohortBridge.Contracts;
+using CohortBridge.ImportGateway.Data;
 using MassTransit;
+using Npgsql;
 using Microsoft.Extensions.Options;
 using Polly;
 using Polly.Retry;
@@ -13,16 +15,21 @@ public sealed class BusUnavailableException(string message, Exception? inner = n
 /// Publishes one <see cref="CohortExportReceived"/> with the import id as message id and returns once the broker has
 /// confirmed it (the bus is configured with publisher confirms). A short Polly pipeline (total timeout, retries with
 /// an attempt timeout) bounds the wait (the bus is the singleton IPublishEndpoint); a retry republishes the same message id, which CohortService applies once.
+/// A message that may change its cohort first takes the cohort's next <see cref="CohortExportReceived.Sequence"/>
+/// (<see cref="CohortSequenceRepository"/>), so CohortService applies the cohort's requests in the order they came.
 /// </summary>
 public sealed partial class ImportPublisher
 {
     private readonly IPublishEndpoint _publish;
+    private readonly CohortSequenceRepository _sequences;
     private readonly ResiliencePipeline _pipeline;
     private readonly ILogger<ImportPublisher> _logger;
 
-    public ImportPublisher(IBus publish, IOptions<GatewayOptions> options, ILogger<ImportPublisher> logger)
+    public ImportPublisher(
+        IBus publish, CohortSequenceRepository sequences, IOptions<GatewayOptions> options, ILogger<ImportPublisher> logger)
     {
         _publish = publish;
+        _sequences = sequences;
         _logger = logger;
         var o = options.Value;
         var builder = new ResiliencePipelineBuilder().AddTimeout(o.PublishTimeout);
@@ -50,9 +57,23 @@ public sealed partial class ImportPublisher
         var id = messageId ?? message.ImportId;
         try
         {
+            if (message.ChangesCohort && message.Sequence is null)
+            {
+                message = message with
+                {
+                    Sequence = await _sequences.NextAsync(message.WorkspaceId, message.Partner, message.CohortId, requestAborted),
+                };
+            }
+
             await _pipeline.ExecuteAsync(
                 async ct => await _publish.Publish(message, ctx => ctx.MessageId = id, ct),
                 requestAborted);
+        }
+        catch (NpgsqlException ex)
+        {
+            // Without its place in the cohort's order the request is not published: the partner retries it.
+            Log.PublishFailed(_logger, message.ImportId, message.WorkspaceId, ex.GetType().Name);
+            throw new BusUnavailableException("the cohort's request order could not be recorded", ex);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !requestAborted.IsCancellationRequested)
         {

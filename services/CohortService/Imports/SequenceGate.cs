@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using CohortBridge.CohortService.Data;
+using CohortBridge.Contracts;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace CohortBridge.CohortService.Imports;
+
+/// <summary>
+/// Holds an import back until its cohort's previous request (sequence - 1) is applied, so a cohort's requests apply
+/// in the order the gateway accepted them even when the broker hands them to consumers, threads or replicas in another
+/// order. Waiting needs no lock: the predecessor is applied by whichever consumer holds it, and that commit moves
+/// <c>cohort_sequences.applied</c>. A predecessor that never comes (the gateway took a number, then the publish
+/// failed and the partner got a 503) is given up after <see cref="CohortsOptions.SequenceGapTimeout"/>: the gap is
+/// recorded as passed (so every waiter, in any replica, sees it) and the import applies (logged and counted), because a
+/// 202 promises it will be applied. Should the missing request arrive after all, it is applied late, not dropped.
+/// </summary>
+public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<CohortsOptions> options, ILogger<SequenceGate> logger)
+{
+    /// <summary>Other replicas' commits are seen by polling at most this far apart.</summary>
+    private static readonly TimeSpan MaxPoll = TimeSpan.FromMilliseconds(100);
+
+    private TaskCompletionSource _pulse = NewPulse();
+
+    /// <summary>
+    /// Returns once the message may be applied: true in order, false when the predecessor was given up.
+    /// Messages without a sequence pass at once.
+    /// </summary>
+    public async Task<bool> WaitForTurnAsync(CohortExportReceived message, CancellationToken ct)
+    {
+        if (message.Sequence is not { } sequence || sequence <= 1)
+        {
+            return true;
+        }
+
+        if (options.Value.SequenceGapTimeout <= TimeSpan.Zero)
+        {
+            return true;
+        }
+
+        var start = Stopwatch.GetTimestamp();
+        var poll = TimeSpan.FromMilliseconds(5);
+        while (true)
+        {
+            // Take the pulse before reading, so a commit between the read and the wait still wakes us.
+            var pulse = Volatile.Read(ref _pulse).Task;
+            var applied = await CohortSequences.AppliedAsync(dataSource, message, ct);
+            if (applied >= sequence - 1)
+            {
+                ImportMetrics.SequenceWait(ImportMetrics.Since(start));
+                return true;
+            }
+
+            var waited = ImportMetrics.Since(start);
+            if (waited >= options.Value.SequenceGapTimeout)
+            {
+                ImportMetrics.SequenceWait(waited);
+                ImportMetrics.SequenceGapSkipped();
+                Log.GapSkipped(logger, message.WorkspaceId, message.Partner, message.CohortId, message.ImportId, sequence, applied, waited.TotalSeconds);
+                await GiveUpPredecessorsAsync(message, sequence, ct);
+                return false;
+            }
+
+            await Task.WhenAny(pulse, Task.Delay(poll, ct));
+            ct.ThrowIfCancellationRequested();
+            poll = poll * 2 < MaxPoll ? poll * 2 : MaxPoll;
+        }
+    }
+
+    private async Task GiveUpPredecessorsAsync(CohortExportReceived message, long sequence, CancellationToken ct)
+    {
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        await CohortSequences.AdvanceAsync(conn, tx, message.WorkspaceId, message.Partner, message.CohortId, sequence - 1, ct);
+        await tx.CommitAsync(ct);
+        Advanced();
+    }
+
+    /// <summary>Call after committing imports with sequences: waiters in this process look again at once.</summary>
+    public void Advanced() => Interlocked.Exchange(ref _pulse, NewPulse()).TrySetResult();
+
+    private static TaskCompletionSource NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 110, Level = LogLevel.Warning,
+            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId}/{Partner} has sequence {Sequence} but only {Applied} is applied after {Seconds:0.#} s; applying it without waiting longer for the missing request")]
+        public static partial void GapSkipped(ILogger logger, string workspaceId, string partner, string cohortId, Guid importId, long sequence, long applied, double seconds);
+    }
+}
