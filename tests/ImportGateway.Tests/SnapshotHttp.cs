@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using CohortBridge.Contracts;
+using CohortBridge.Testing;
 
 namespace CohortBridge.ImportGateway.Tests;
 
@@ -15,6 +16,31 @@ public static class SnapshotHttp
         var request = PartnerHttp.WithCredentials(HttpMethod.Put, MembersPath(cohortId), apiKey, secret);
         request.Content = content;
         return request;
+    }
+
+    /// <summary>Adds an <c>Idempotency-Key</c> exactly as given (no client-side header validation, so invalid keys go out too).</summary>
+    public static HttpRequestMessage WithIdempotencyKey(this HttpRequestMessage request, string key)
+    {
+        request.Headers.TryAddWithoutValidation("Idempotency-Key", key);
+        return request;
+    }
+
+    /// <summary>A gateway replica of the fixture that need only be live (not ready: its broker may be unreachable).</summary>
+    public static async Task<ServiceProcess> StartLiveGatewayAsync(GatewayFixture fx, IReadOnlyDictionary<string, string> overrides)
+    {
+        var gateway = await fx.StartGatewayAsync(overrides, waitUntilReady: false);
+        await Eventually.UntilAsync(async () =>
+        {
+            try
+            {
+                return (await gateway.Client.GetAsync("health/live")).IsSuccessStatusCode;
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(60), "gateway live");
+        return gateway;
     }
 
     public static HttpContent Body(string text, string contentType) =>

@@ -28,8 +28,24 @@ public sealed record IdempotencyClaim(ClaimOutcome Outcome, Guid ImportId, int? 
 /// <summary>Idempotency records (insert-first: concurrent duplicates race on the primary key, exactly one wins).</summary>
 public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
 {
-    public async Task<IdempotencyClaim> ClaimAsync(
-        string workspaceId, string partner, string key, byte[] bodyHash, Guid newImportId, TimeSpan lease, CancellationToken ct)
+    /// <summary>Claims the key for a new import; a takeover keeps the import id of the record (see the SQL below).</summary>
+    public Task<IdempotencyClaim> ClaimAsync(
+        string workspaceId, string partner, string key, byte[] bodyHash, Guid newImportId, TimeSpan lease, CancellationToken ct) =>
+        ClaimAsync(workspaceId, partner, key, bodyHash, newImportId, lease, takeOverImportId: null, ct);
+
+    /// <summary>
+    /// Claims the key for an import whose id is already in use before the claim (a streamed snapshot's chunks carry it):
+    /// a <see cref="ClaimOutcome.Claimed"/> result always has <paramref name="importId"/>, also when it takes over a
+    /// failed or expired claim. The record then names the import that actually gets published; the import id of the
+    /// attempt taken over was never answered with 202, so no partner holds it.
+    /// </summary>
+    public Task<IdempotencyClaim> ClaimForImportAsync(
+        string workspaceId, string partner, string key, byte[] bodyHash, Guid importId, TimeSpan lease, CancellationToken ct) =>
+        ClaimAsync(workspaceId, partner, key, bodyHash, importId, lease, takeOverImportId: importId, ct);
+
+    private async Task<IdempotencyClaim> ClaimAsync(
+        string workspaceId, string partner, string key, byte[] bodyHash, Guid newImportId, TimeSpan lease, Guid? takeOverImportId,
+        CancellationToken ct)
     {
         const string insert = """
             INSERT INTO idempotency_records (workspace_id, partner, idempotency_key, body_hash, import_id, state, lease_until)
@@ -42,17 +58,19 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
             FROM idempotency_records
             WHERE workspace_id = @workspaceId AND partner = @partner AND idempotency_key = @key
             """;
-        // A failed attempt, or a claim whose holder died (lease over), may be taken over; the import id stays.
+        // A failed attempt, or a claim whose holder died (lease over), may be taken over; the import id stays unless the
+        // caller's import already has its own (@takeOverImportId).
         const string takeOver = """
             UPDATE idempotency_records
-            SET state = 'pending', lease_until = now() + @lease, updated_at = now()
+            SET state = 'pending', lease_until = now() + @lease, updated_at = now(),
+                import_id = COALESCE(@takeOverImportId, import_id)
             WHERE workspace_id = @workspaceId AND partner = @partner AND idempotency_key = @key
               AND body_hash = @bodyHash
               AND (state = 'failed' OR (state = 'pending' AND lease_until < now()))
             RETURNING import_id
             """;
 
-        var args = new { workspaceId, partner, key, bodyHash, newImportId, lease };
+        var args = new { workspaceId, partner, key, bodyHash, newImportId, lease, takeOverImportId };
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         var inserted = await conn.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition(insert, args, cancellationToken: ct));
         if (inserted is { } id)
@@ -64,7 +82,7 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
         if (record is null)
         {
             // Purged between the two statements: claim it afresh.
-            return await ClaimAsync(workspaceId, partner, key, bodyHash, newImportId, lease, ct);
+            return await ClaimAsync(workspaceId, partner, key, bodyHash, newImportId, lease, takeOverImportId, ct);
         }
 
         if (!record.BodyHash.AsSpan().SequenceEqual(bodyHash))
@@ -105,6 +123,22 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await conn.ExecuteAsync(new CommandDefinition(sql, new { workspaceId, partner, key }, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// <see cref="FailAsync(string, string, string, CancellationToken)"/> only while the claim is still this import's:
+    /// an attempt that outlived its lease must not fail the claim of the request that took the key over.
+    /// </summary>
+    public async Task FailAsync(string workspaceId, string partner, string key, Guid importId, CancellationToken ct)
+    {
+        const string sql = """
+            UPDATE idempotency_records
+            SET state = 'failed', updated_at = now()
+            WHERE workspace_id = @workspaceId AND partner = @partner AND idempotency_key = @key AND state = 'pending'
+              AND import_id = @importId
+            """;
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await conn.ExecuteAsync(new CommandDefinition(sql, new { workspaceId, partner, key, importId }, cancellationToken: ct));
     }
 
     /// <summary>Deletes records older than the retention (bounded batch).</summary>

@@ -7,7 +7,8 @@ namespace CohortBridge.ImportGateway.Endpoints;
 
 /// <summary>
 /// <c>PUT /partners/{partner}/cohorts/{cohort_id}/members</c>: a streamed full snapshot (shared/API.md).
-/// Content type (415), credentials from headers (401/429/503) and the cohort id (400) are checked here; the stream
+/// Content type (415), credentials from headers (401/429/503), the cohort id and the <c>Idempotency-Key</c> (400) are
+/// checked here, before any of the body is read; the stream
 /// itself (read without buffering, chunk, publish <c>SnapshotChunk</c>s in order with a final marker, 202 once the
 /// last chunk is confirmed) is <see cref="SnapshotImporter"/>.
 /// </summary>
@@ -22,7 +23,7 @@ public static class SnapshotEndpoints
             .WithName("PutCohortSnapshot")
             .WithSummary("Replace a cohort's members with a streamed snapshot (NDJSON or CSV)")
             .Produces<ImportAccepted>(StatusCodes.Status202Accepted)
-            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status413PayloadTooLarge, StatusCodes.Status415UnsupportedMediaType, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
+            .ProducesPartnerErrors(StatusCodes.Status400BadRequest, StatusCodes.Status401Unauthorized, StatusCodes.Status409Conflict, StatusCodes.Status413PayloadTooLarge, StatusCodes.Status415UnsupportedMediaType, StatusCodes.Status429TooManyRequests, StatusCodes.Status503ServiceUnavailable);
         return partnerGroup;
     }
 
@@ -49,6 +50,13 @@ public static class SnapshotEndpoints
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
         }
 
-        return await importer.ImportAsync(http, caller, cohortId, isCsv, handler);
+        // The POST endpoints' rule and text; an empty header means no key, as there.
+        var key = http.Request.Headers[PartnerRequestHandler.IdempotencyKeyHeader].ToString();
+        if (key.Length > 0 && !SnapshotIdempotencyKey.IsValid(key))
+        {
+            return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.IdempotencyKeyInvalid);
+        }
+
+        return await importer.ImportAsync(http, caller, cohortId, isCsv, handler, key.Length > 0 ? key : null);
     }
 }

@@ -6,6 +6,7 @@ using CohortBridge.Contracts;
 using CohortBridge.ImportGateway.Auth;
 using CohortBridge.ImportGateway.Data;
 using CohortBridge.ImportGateway.Endpoints;
+using CohortBridge.ImportGateway.Snapshots;
 using CohortBridge.ServiceDefaults;
 using MassTransit;
 using Microsoft.Extensions.Options;
@@ -161,7 +162,7 @@ public sealed partial class PartnerRequestHandler(
         var ct = http.RequestAborted;
         var key = http.Request.Headers[IdempotencyKeyHeader].ToString();
         var useKey = key.Length > 0;
-        if (useKey && !IsValidIdempotencyKey(key))
+        if (useKey && !SnapshotIdempotencyKey.IsValid(key))
         {
             return Reject(StatusCodes.Status400BadRequest, PartnerMessages.IdempotencyKeyInvalid);
         }
@@ -258,9 +259,6 @@ public sealed partial class PartnerRequestHandler(
     public static bool IsJson(string? contentType) =>
         MediaTypeHeaderValue.TryParse(contentType, out var media)
         && media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase);
-
-    private static bool IsValidIdempotencyKey(string key) =>
-        key.Length <= 255 && key.All(c => c is >= '!' and <= '~');
 
     /// <summary>
     /// Claims the key; when a concurrent duplicate holds it, waits (bounded by the publish timeout) for its outcome so

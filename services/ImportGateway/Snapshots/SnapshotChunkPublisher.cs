@@ -29,11 +29,17 @@ public sealed class SnapshotChunkPublisher(ImportPublisher publisher, int maxInF
         _pending.RemoveAll(t => t.IsCompletedSuccessfully);
     }
 
-    /// <summary>Waits for every earlier chunk's confirm, then publishes the last chunk and waits for its confirm.</summary>
-    public async Task PublishLastAsync(CohortExportReceived message, CancellationToken ct)
+    /// <summary>Waits for the confirm of every chunk handed over so far; throws the failure of one that was not confirmed.</summary>
+    public async Task ConfirmAllAsync()
     {
         await Task.WhenAll(_pending);
         _pending.Clear();
+    }
+
+    /// <summary>Waits for every earlier chunk's confirm, then publishes the last chunk and waits for its confirm.</summary>
+    public async Task PublishLastAsync(CohortExportReceived message, CancellationToken ct)
+    {
+        await ConfirmAllAsync();
         Published++;
         await publisher.PublishAsync(message, ct, NewId.NextGuid());
     }

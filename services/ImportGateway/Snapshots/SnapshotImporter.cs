@@ -19,12 +19,17 @@ namespace CohortBridge.ImportGateway.Snapshots;
 /// and answers 202 once the last chunk (IsLast, ChunkCount) is confirmed. When the stream breaks off after chunks
 /// went out (client gone, body over the limit, bus down), it publishes an <c>Aborted</c> chunk so that CohortService
 /// discards what it staged, and does not answer 202.
+/// With an <c>Idempotency-Key</c> the key is claimed for this import after the body is read and before the last chunk
+/// (<see cref="SnapshotIdempotencyKey"/>); a request that does not win the key withdraws its chunks with an
+/// <c>Aborted</c> chunk and answers the first response (replay) or 409, so a snapshot is applied once.
 /// </summary>
 public sealed partial class SnapshotImporter(
     ImportPublisher publisher,
     ImportRegisterRepository register,
+    IdempotencyRepository idempotency,
     GatewayMetrics metrics,
     IOptions<SnapshotOptions> options,
+    IOptions<GatewayOptions> gatewayOptions,
     ILogger<SnapshotImporter> logger)
 {
     public const string KindName = "snapshot";
@@ -35,7 +40,9 @@ public sealed partial class SnapshotImporter(
     private readonly ImportRegisterRepository _register = register;
     private readonly ILogger<SnapshotImporter> _logger = logger;
 
-    public async Task<IResult> ImportAsync(HttpContext http, PartnerCaller caller, string cohortId, bool csv, PartnerRequestHandler handler)
+    /// <summary>The import; <c>idempotencyKey</c> is a valid <c>Idempotency-Key</c> (checked by the endpoint) or null.</summary>
+    public async Task<IResult> ImportAsync(
+        HttpContext http, PartnerCaller caller, string cohortId, bool csv, PartnerRequestHandler handler, string? idempotencyKey)
     {
         var limit = _options.MaxSnapshotBytes;
         if (http.Request.ContentLength > limit)
@@ -50,17 +57,26 @@ public sealed partial class SnapshotImporter(
         }
 
         var session = new Session(this, caller, cohortId, NewId.NextGuid());
+        using var key = idempotencyKey is null ? null
+            : new SnapshotIdempotencyKey(idempotency, gatewayOptions.Value, _logger, caller, idempotencyKey, cohortId, csv);
         var ct = http.RequestAborted;
         try
         {
-            var error = await ReadAsync(http.Request.BodyReader, csv, session, ct);
+            var error = await ReadAsync(http.Request.BodyReader, csv, session, key, ct);
             if (error is not null)
             {
                 // Only the first line can be malformed this way, before anything was published.
                 return handler.Reject(StatusCodes.Status400BadRequest, error);
             }
 
-            await session.CompleteAsync(ct);
+            if (key is null)
+            {
+                await session.CompleteAsync(ct);
+            }
+            else if (await CompleteWithKeyAsync(http, session, key, handler, ct) is { } answer)
+            {
+                return answer;
+            }
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -89,8 +105,64 @@ public sealed partial class SnapshotImporter(
             statusCode: StatusCodes.Status202Accepted);
     }
 
+    /// <summary>
+    /// Claims the Idempotency-Key for this session's import and, when it is ours, publishes the last chunk and stores the
+    /// response. Returns null then (the caller answers 202); otherwise this request's chunks are withdrawn and the
+    /// returned answer is the first request's response (replay) or 409/503.
+    /// </summary>
+    private async Task<IResult?> CompleteWithKeyAsync(
+        HttpContext http, Session session, SnapshotIdempotencyKey key, PartnerRequestHandler handler, CancellationToken ct)
+    {
+        // Earlier chunks confirmed before the claim: the claim is then held only for one publish (the last chunk), as
+        // on the POST path, which is what a concurrent duplicate's bounded wait allows for.
+        await session.ConfirmPublishedAsync();
+        IdempotencyClaim claim;
+        try
+        {
+            claim = await key.ClaimAsync(session.ImportId, ct);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        {
+            Log.DatabaseUnavailable(_logger, session.ImportId, ex.GetType().Name);
+            await session.AbortAsync("the gateway database could not record the Idempotency-Key");
+            return handler.Unavailable(http);
+        }
+
+        switch (claim.Outcome)
+        {
+            case ClaimOutcome.Completed:
+                // A retry of a snapshot already accepted: the first import applies it, this one's staged chunks go.
+                Log.Replayed(_logger, session.ImportId, claim.ImportId);
+                await session.WithdrawAsync($"a repeat of import {claim.ImportId} (same Idempotency-Key and body), which applies this snapshot");
+                http.Response.Headers[SnapshotIdempotencyKey.ReplayedHeader] = "true";
+                return Results.Content(claim.ResponseBody, "application/json", System.Text.Encoding.UTF8,
+                    claim.ResponseStatus ?? StatusCodes.Status202Accepted);
+            case ClaimOutcome.BodyMismatch:
+                await session.AbortAsync("the Idempotency-Key was already used with a different request");
+                return handler.Reject(StatusCodes.Status409Conflict, PartnerMessages.IdempotencyConflict);
+            case ClaimOutcome.InProgress:
+                await session.AbortAsync("a request with the same Idempotency-Key was still being processed");
+                http.Response.Headers.RetryAfter = "1";
+                return handler.Reject(StatusCodes.Status409Conflict, PartnerMessages.IdempotencyInProgress);
+        }
+
+        try
+        {
+            await session.CompleteAsync(ct);
+        }
+        catch (Exception)
+        {
+            // Not confirmed (bus down, client gone): the caller aborts the import; free the key for a retry at once.
+            await key.FailAsync(session.ImportId);
+            throw;
+        }
+
+        await key.CompleteAsync(new ImportAccepted(PartnerMessages.Success, session.ImportId));
+        return null;
+    }
+
     /// <summary>Reads every line into the session; returns the 400 message when the body is not NDJSON/CSV at all.</summary>
-    private async Task<string?> ReadAsync(PipeReader body, bool csv, Session session, CancellationToken ct)
+    private async Task<string?> ReadAsync(PipeReader body, bool csv, Session session, SnapshotIdempotencyKey? key, CancellationToken ct)
     {
         var lines = new LineSplitter(_options.MaxSnapshotLineBytes, csv);
         while (true)
@@ -98,6 +170,8 @@ public sealed partial class SnapshotImporter(
             var result = await body.ReadAsync(ct);
             var buffer = result.Buffer;
             var outcome = lines.Consume(ref buffer, result.IsCompleted, session.Chunk, _options.SnapshotChunkSize);
+            // Consume leaves the unread rest in buffer: what it consumed is hashed here, so every byte exactly once.
+            key?.Append(result.Buffer.Slice(result.Buffer.Start, buffer.Start));
             if (outcome == LineOutcome.ChunkFull)
             {
                 // Stopped early: unconsumed complete lines stay examined-not, so the next read returns at once.
@@ -274,6 +348,9 @@ public sealed partial class SnapshotImporter(
             await _publisher.PublishAsync(Message(Chunk.Take(_publisher.Published, isLast: false, chunkCount: null)), ct);
         }
 
+        /// <summary>Waits until every chunk published so far is confirmed; throws the failure of one that was not.</summary>
+        public Task ConfirmPublishedAsync() => _publisher.ConfirmAllAsync();
+
         public async Task CompleteAsync(CancellationToken ct)
         {
             await RegisterOnceAsync();
@@ -282,9 +359,15 @@ public sealed partial class SnapshotImporter(
         }
 
         /// <summary>Best effort: tells CohortService to discard what it staged. Nothing to do when nothing went out.</summary>
-        public async Task AbortAsync(string reason)
+        public Task AbortAsync(string reason)
         {
             Log.Aborted(owner._logger, ImportId, caller.WorkspaceId, caller.Partner, reason);
+            return WithdrawAsync(reason);
+        }
+
+        /// <summary><see cref="AbortAsync"/> without the warning (the request itself did not fail).</summary>
+        public async Task WithdrawAsync(string reason)
+        {
             if (_publisher.Published == 0)
             {
                 return;
@@ -356,5 +439,13 @@ public sealed partial class SnapshotImporter(
 
         [LoggerMessage(EventId = 43, Level = LogLevel.Warning, Message = "Could not register snapshot {ImportId} ({Error})")]
         public static partial void RegisterFailed(ILogger logger, Guid importId, string error);
+
+        [LoggerMessage(EventId = 45, Level = LogLevel.Information,
+            Message = "Snapshot {ImportId} repeats {FirstImportId} under the same Idempotency-Key: its chunks are withdrawn, the first response is replayed")]
+        public static partial void Replayed(ILogger logger, Guid importId, Guid firstImportId);
+
+        [LoggerMessage(EventId = 46, Level = LogLevel.Warning,
+            Message = "Gateway database unavailable while claiming the Idempotency-Key of snapshot {ImportId} ({Error})")]
+        public static partial void DatabaseUnavailable(ILogger logger, Guid importId, string error);
     }
 }
