@@ -21,6 +21,12 @@ public sealed class CohortsOptions
     public int ConcurrentMessageLimit { get; set; } = 8;
 
     /// <summary>
+    /// Largest number of identifiers applied in one transaction when change imports of one cohort queue up
+    /// (<see cref="Imports.CohortLanes"/>); an import larger than this is still applied, alone.
+    /// </summary>
+    public int BatchMaxIdentifiers { get; set; } = 50_000;
+
+    /// <summary>
     /// How long an import waits for its cohort's previous request (sequence - 1) before applying without it. The wait
     /// only outlasts a moment when that request never reached the broker (the gateway answered 503) or sits in the
     /// error queue; consumer retries of a failing predecessor take up to about 20 s, hence the default. Zero turns the

@@ -31,10 +31,12 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
         _dataSource = NpgsqlDataSource.Create(cs);
         var options = Options.Create(new CohortsOptions());
+        var gate = new SequenceGate(_dataSource, options, NullLogger<SequenceGate>.Instance);
         _processor = new ImportProcessor(
             _dataSource,
             [new NameImportHandler(), new ChangesImportHandler(), new ArchiveImportHandler()],
-            new SequenceGate(_dataSource, options, NullLogger<SequenceGate>.Instance),
+            gate,
+            new CohortLanes(gate, options),
             options,
             NullLogger<ImportProcessor>.Instance);
     }
@@ -74,38 +76,51 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
             Changes(ws, "b", Add("u0", "u1")),          // v1: creates the cohort, +2
             Changes(ws, "b", Add("u2", "nobody")),      // v2: +1, one unmatched
             Changes(ws, "b", Remove("u0")),             // v3: -1
-            Changes(ws, "b"),                            // credentials check: no version
             Changes(ws, "b", Add("u1")),                // already a member: no version
-            Named(ws, "b", "Bravo"),                     // v4: rename
             Changes(ws, "b", Add("u3"), Remove("u3")),  // net nothing: no version
-            Changes(ws, "b", Add("u4")),                // v5: +1
+            Changes(ws, "b", Add("u0"), Add("u4")),     // v4: +2 (u0 back, after its removal above)
         };
 
         var events = await _processor.ProcessBatchAsync(batch, CancellationToken.None);
 
-        Assert.Equal([1L, 2L, 3L, null, null, 4L, null, 5L], events.Select(e => e?.Version));
+        Assert.Equal([1L, 2L, 3L, null, null, 4L], events.Select(e => e?.Version));
         Assert.All(events.Where(e => e is not null), e => Assert.Equal(batch[Array.IndexOf(events, e)].ImportId, e!.ImportId));
-        Assert.Equal([2L, 3L, 2L, 2L, 3L], events.Where(e => e is not null).Select(e => e!.MemberCount));
-        Assert.Equal("Bravo", events[7]!.CohortName);
-        Assert.Equal([4], events[7]!.Added!.Select(a => a.Ordinal));
+        Assert.Equal([2L, 3L, 2L, 4L], events.Where(e => e is not null).Select(e => e!.MemberCount));
+        Assert.Equal([0, 4], events[5]!.Added!.Select(a => a.Ordinal));
+        Assert.Equal(["u0", "u4"], events[5]!.Added!.Select(a => a.ExternalId));
+        Assert.Equal([0], events[2]!.Removed!.Select(a => a.Ordinal));
 
         await using var conn = await _dataSource.OpenConnectionAsync();
-        var imports = (await conn.QueryAsync<(Guid Id, string Status, long Received, long Matched, long? Version)>(
-            "SELECT import_id, status, received, matched, cohort_version FROM imports WHERE workspace_id = @ws", new { ws }))
+        var imports = (await conn.QueryAsync<(Guid Id, string Status, long Received, long Matched, long Added, long? Version)>(
+            "SELECT import_id, status, received, matched, added, cohort_version FROM imports WHERE workspace_id = @ws", new { ws }))
             .ToDictionary(r => r.Id);
         Assert.All(batch, m => Assert.Equal("completed", imports[m.ImportId].Status));
         Assert.Equal((2L, 1L), (imports[batch[1].ImportId].Received, imports[batch[1].ImportId].Matched));
-        Assert.Equal(0L, imports[batch[3].ImportId].Received);
-        Assert.Equal([1L, 2L, 3L, null, 3L, 4L, 4L, 5L], batch.Select(m => imports[m.ImportId].Version));
-        var log = (await conn.QueryAsync<(long Version, Guid ImportId)>("""
-            SELECT c.version, c.import_id FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk
+        Assert.Equal((2L, 2L, 0L), (imports[batch[4].ImportId].Received, imports[batch[4].ImportId].Matched, imports[batch[4].ImportId].Added));
+        Assert.Equal([1L, 2L, 3L, 3L, 3L, 4L], batch.Select(m => imports[m.ImportId].Version));
+        var log = (await conn.QueryAsync<(long Version, Guid ImportId, int[] Added, int[] Removed)>("""
+            SELECT c.version, c.import_id, c.added, c.removed FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk
             WHERE k.workspace_id = @ws ORDER BY c.version
             """, new { ws })).ToList();
-        Assert.Equal([batch[0].ImportId, batch[1].ImportId, batch[2].ImportId, batch[5].ImportId, batch[7].ImportId], log.Select(l => l.ImportId));
-        Assert.Equal([1L, 2L, 3L, 4L, 5L], log.Select(l => l.Version));
+        Assert.Equal([batch[0].ImportId, batch[1].ImportId, batch[2].ImportId, batch[5].ImportId], log.Select(l => l.ImportId));
+        Assert.Equal([1L, 2L, 3L, 4L], log.Select(l => l.Version));
+        Assert.Equal([0, 4], log[3].Added);
+        Assert.Equal([0], log[2].Removed);
+        Assert.Equal((4L, 4L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
         var members = (await conn.QueryAsync<int>(
             "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws ORDER BY 1", new { ws })).ToList();
-        Assert.Equal([1, 2, 4], members);
+        Assert.Equal([0, 1, 2, 4], members);
+    }
+
+    [Fact]
+    public async Task ProcessBatch_OtherKindsOrSeveralCohorts_Refused()
+    {
+        var ws = await WorkspaceWithUsersAsync(1);
+        await Assert.ThrowsAsync<ArgumentException>(() => _processor.ProcessBatchAsync(
+            [Changes(ws, "x", Add("u0")), Named(ws, "x", "X")], CancellationToken.None));
+        await Assert.ThrowsAsync<ArgumentException>(() => _processor.ProcessBatchAsync(
+            [Changes(ws, "x", Add("u0")), Changes(ws, "y", Add("u0"))], CancellationToken.None));
     }
 
     [Fact]
@@ -146,8 +161,8 @@ public sealed class ImportBatchingTests(SharedCohortService host)
         const int burst = 12;
         var ws = NewWorkspace();
         await host.UpsertAsync(ws, [.. Enumerable.Range(0, burst + 1).Select(i => $$"""{"external_id":"u{{i}}"}""")]);
-        await host.ImportAsync(Changes(ws, "burst", Add("u0")));
-        var messages = Enumerable.Range(1, burst).Select(i => Changes(ws, "burst", Add($"u{i}"))).ToList();
+        await host.ImportAsync(Changes(ws, "burst", Add("u0")) with { Sequence = 1 });
+        var messages = Enumerable.Range(1, burst).Select(i => Changes(ws, "burst", Add($"u{i}")) with { Sequence = i + 1 }).ToList();
 
         // Hold the cohort row: the first message's transaction waits for it while the rest queue up in the process.
         await using (var blocker = await host.OpenAsync())
@@ -173,13 +188,14 @@ public sealed class ImportBatchingTests(SharedCohortService host)
         }
 
         await using var conn = await host.OpenAsync();
-        var rows = (await conn.QueryAsync<(Guid ImportId, long Version)>(
-            "SELECT import_id, cohort_version FROM imports WHERE workspace_id = @ws AND cohort_version > 1", new { ws }))
+        var rows = (await conn.QueryAsync<(Guid ImportId, long Version, string Transaction)>(
+            "SELECT import_id, cohort_version, xmin::text FROM imports WHERE workspace_id = @ws AND cohort_version > 1", new { ws }))
             .ToDictionary(r => r.ImportId);
-        // Each import got its own version, without gaps. Versions follow commit order; across separately published
-        // messages that is not always publish order (MassTransit dispatches concurrent deliveries), so the test does
-        // not assert which import got which version — see the service README, "Ordering".
-        Assert.Equal(Enumerable.Range(2, burst).Select(v => (long)v), messages.Select(m => rows[m.ImportId].Version).Order());
+        // Each import got its own version, in request (sequence) order, without gaps.
+        Assert.Equal(Enumerable.Range(2, burst).Select(v => (long)v), messages.Select(m => rows[m.ImportId].Version));
+        // The imports that queued up behind the busy cohort were written together: fewer transactions than imports.
+        Assert.True(rows.Values.Select(r => r.Transaction).Distinct().Count() < burst / 2,
+            $"{rows.Values.Select(r => r.Transaction).Distinct().Count()} transactions for {burst} queued imports");
 
         var updates = await Eventually.UntilAsync(
             () => Task.FromResult(host.UpdatesOf(ws, "burst")),

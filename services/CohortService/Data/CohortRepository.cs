@@ -78,8 +78,8 @@ public static class CohortRepository
         NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] ordinals, CancellationToken ct)
     {
         const string sql = """
-            INSERT INTO memberships (cohort_pk, ordinal, workspace_id)
-            SELECT @pk, o, @ws FROM unnest(@ordinals::int[]) AS o
+            INSERT INTO memberships (cohort_pk, ordinal)
+            SELECT @pk, o FROM unnest(@ordinals::int[]) AS o
             ON CONFLICT (cohort_pk, ordinal) DO NOTHING
             RETURNING ordinal
             """;
@@ -89,7 +89,7 @@ public static class CohortRepository
         }
 
         var rows = await conn.QueryAsync<int>(new CommandDefinition(
-            sql, new { pk = cohort.Id, ws = cohort.WorkspaceId, ordinals }, tx, cancellationToken: ct));
+            sql, new { pk = cohort.Id, ordinals }, tx, cancellationToken: ct));
         return rows.AsList().ToArray();
     }
 
@@ -109,6 +109,79 @@ public static class CohortRepository
 
         var rows = await conn.QueryAsync<int>(new CommandDefinition(sql, new { pk = cohort.Id, ordinals }, tx, cancellationToken: ct));
         return rows.AsList().ToArray();
+    }
+
+    /// <summary>Which of <paramref name="ordinals"/> are members now.</summary>
+    public static async Task<HashSet<int>> MembersAmongAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, int[] ordinals, CancellationToken ct)
+    {
+        const string sql = "SELECT ordinal FROM memberships WHERE cohort_pk = @cohortPk AND ordinal = ANY(@ordinals)";
+        if (ordinals.Length == 0)
+        {
+            return [];
+        }
+
+        return [.. await conn.QueryAsync<int>(new CommandDefinition(sql, new { cohortPk, ordinals }, tx, cancellationToken: ct))];
+    }
+
+    /// <summary>Inserts members known not to be members yet (sorted ordinals: index-friendly).</summary>
+    public static Task InsertMembersAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, int[] ordinals, CancellationToken ct)
+    {
+        const string sql = "INSERT INTO memberships (cohort_pk, ordinal) SELECT @cohortPk, o FROM unnest(@ordinals::int[]) AS o";
+        return ordinals.Length == 0
+            ? Task.CompletedTask
+            : conn.ExecuteAsync(new CommandDefinition(sql, new { cohortPk, ordinals }, tx, cancellationToken: ct));
+    }
+
+    public static Task DeleteMembersAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, int[] ordinals, CancellationToken ct)
+    {
+        const string sql = "DELETE FROM memberships WHERE cohort_pk = @cohortPk AND ordinal = ANY(@ordinals)";
+        return ordinals.Length == 0
+            ? Task.CompletedTask
+            : conn.ExecuteAsync(new CommandDefinition(sql, new { cohortPk, ordinals }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>Adds the change-log row of one version (<paramref name="state"/> is the cohort as of that version).</summary>
+    public static void AddChangeLogEntry(NpgsqlBatch batch, CohortRow state, int[] added, int[] removed, Guid? importId, DateTimeOffset occurredAt)
+    {
+        const string sql = """
+            INSERT INTO cohort_changes (cohort_pk, version, name, archived, added, removed, import_id, occurred_at)
+            VALUES (@pk, @version, @name, @archived, @added, @removed, @importId, @occurredAt)
+            """;
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(sql)
+        {
+            Parameters =
+            {
+                new NpgsqlParameter("pk", state.Id),
+                new NpgsqlParameter("version", state.Version),
+                new NpgsqlParameter("name", state.Name),
+                new NpgsqlParameter("archived", state.Archived),
+                new NpgsqlParameter("added", added),
+                new NpgsqlParameter("removed", removed),
+                new NpgsqlParameter("importId", NpgsqlTypes.NpgsqlDbType.Uuid) { Value = (object?)importId ?? DBNull.Value },
+                new NpgsqlParameter("occurredAt", occurredAt),
+            },
+        });
+    }
+
+    /// <summary>Stores the cohort's version, member count, archived flag and update time as <paramref name="cohort"/> has them.</summary>
+    public static void AddCohortState(NpgsqlBatch batch, CohortRow cohort)
+    {
+        const string sql = """
+            UPDATE cohorts SET version = @version, member_count = @memberCount, archived = @archived, updated_at = @updatedAt
+            WHERE id = @pk
+            """;
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(sql)
+        {
+            Parameters =
+            {
+                new NpgsqlParameter("pk", cohort.Id),
+                new NpgsqlParameter("version", cohort.Version),
+                new NpgsqlParameter("memberCount", cohort.MemberCount),
+                new NpgsqlParameter("archived", cohort.Archived),
+                new NpgsqlParameter("updatedAt", cohort.UpdatedAt),
+            },
+        });
     }
 
     public static async Task<int[]> RemoveAllMembersAsync(NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, CancellationToken ct)

@@ -566,16 +566,18 @@ public sealed partial class UserDirectory(
 
         // Lock the affected cohorts in id order (as imports would), then remove the users in one statement.
         const string lockCohorts = """
-            SELECT id FROM cohorts
-            WHERE id IN (SELECT cohort_pk FROM memberships WHERE workspace_id = @ws AND ordinal = ANY(@ordinals))
-            ORDER BY id FOR UPDATE
+            SELECT c.id FROM cohorts c
+            WHERE c.workspace_id = @ws
+              AND EXISTS (SELECT 1 FROM memberships m WHERE m.cohort_pk = c.id AND m.ordinal = ANY(@ordinals))
+            ORDER BY c.id FOR UPDATE
             """;
         await conn.ExecuteAsync(new CommandDefinition(lockCohorts, new { ws, ordinals }, tx, cancellationToken: ct));
 
         const string leave = """
             WITH gone AS (
-                DELETE FROM memberships WHERE workspace_id = @ws AND ordinal = ANY(@ordinals)
-                RETURNING cohort_pk, ordinal
+                DELETE FROM memberships m USING cohorts wc
+                WHERE wc.workspace_id = @ws AND m.cohort_pk = wc.id AND m.ordinal = ANY(@ordinals)
+                RETURNING m.cohort_pk, m.ordinal
             ), per AS (
                 SELECT cohort_pk, array_agg(ordinal ORDER BY ordinal) AS removed FROM gone GROUP BY cohort_pk
             ), c AS (

@@ -7,15 +7,17 @@ using Npgsql;
 namespace CohortBridge.CohortService.Imports;
 
 /// <summary>
-/// Applies a <see cref="CohortExportReceived"/> exactly once. One transaction locks the import row, applies the
-/// import through the handler of its kind (which locks the cohort row), bumps the version, appends the change log and
-/// stores the statistics and the CohortUpdated to publish. A redelivered import finds its row completed and returns
+/// Applies a <see cref="CohortExportReceived"/> exactly once, in its cohort's request order. One transaction locks the
+/// import row(s), applies the import (change imports set-based and grouped with those queued behind them:
+/// <see cref="CohortLanes"/>, <see cref="ChangesBatch"/>; other kinds through the handler of their kind), bumps the
+/// version, appends the change log and stores the statistics and the CohortUpdated to publish. A redelivered import finds its row completed and returns
 /// the stored event, so the caller publishes the same (cohort, version) again.
 /// </summary>
 public sealed partial class ImportProcessor(
     NpgsqlDataSource dataSource,
     IEnumerable<IImportHandler> handlers,
     SequenceGate sequenceGate,
+    CohortLanes lanes,
     IOptions<CohortsOptions> options,
     ILogger<ImportProcessor> logger)
 {
@@ -26,86 +28,116 @@ public sealed partial class ImportProcessor(
 
     /// <summary>
     /// Returns the event to publish after commit (null when the import changed no cohort). The import shows as
-    /// processing at once, then waits for its turn in the cohort's request order (<see cref="SequenceGate"/>).
+    /// processing at once, then waits for its turn in the cohort's request order (<see cref="SequenceGate"/>); change
+    /// imports are grouped with the ones queued behind them (<see cref="CohortLanes"/>).
     /// </summary>
     public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct)
     {
         await ImportRepository.RegisterAsync(dataSource, message, ct);
+        if (IsSetBased(message))
+        {
+            return await lanes.ApplyInTurnAsync(message, ApplyChangesAsync, ct);
+        }
+
         await sequenceGate.WaitForTurnAsync(message, ct);
-        return (await ApplyRegisteredAsync([message], ct))[0];
+        return await ApplyRegisteredAsync(message, ct);
     }
 
+    /// <summary>Valid change imports that touch a cohort: applied set-based, several at once (<see cref="ChangesBatch"/>).</summary>
+    private static bool IsSetBased(CohortExportReceived m) =>
+        m.Kind == CohortExportKind.Changes && m.Changes is { Count: > 0 } && Invalid(m) is null;
+
     /// <summary>
-    /// Applies several imports of ONE cohort in one transaction, in list order: each still gets its own import row,
-    /// statistics, version (+1 per changing import, in this order) and CohortUpdated; an import already applied is
-    /// skipped and its stored event returned again. Returns the event to publish for each message (null when none).
-    /// Any failure rolls back the whole transaction (nothing applied); the caller may then retry one by one.
+    /// Applies several change imports of ONE cohort in one transaction, in list order (what a cohort lane does with
+    /// the imports queued behind each other): each still gets its own import row, statistics, version (+1 per changing
+    /// import, in this order) and CohortUpdated; an import already applied is skipped and its stored event returned
+    /// again. Returns the event to publish for each message (null when none). Any failure rolls back the whole
+    /// transaction (nothing applied).
     /// </summary>
     public async Task<CohortUpdated?[]> ProcessBatchAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
     {
+        if (!messages.All(IsSetBased) || messages.Select(CohortKey).Distinct().Count() != 1)
+        {
+            throw new ArgumentException("A batch holds change imports of one cohort, each with change sets.", nameof(messages));
+        }
+
         await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
-        return await ApplyRegisteredAsync(messages, ct);
+        return await ApplyChangesAsync(messages, ct);
     }
 
-    private async Task<CohortUpdated?[]> ApplyRegisteredAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    private static string CohortKey(CohortExportReceived m) => $"{m.WorkspaceId}\n{m.Partner}\n{m.CohortId}";
+
+    /// <summary>
+    /// Applies registered change imports of one cohort in one transaction with <see cref="ChangesBatch"/>: imports
+    /// already applied (redelivered, or listed twice) return their stored event; the rest are applied in list order.
+    /// </summary>
+    private async Task<CohortUpdated?[]> ApplyChangesAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
     {
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
 
         // Lock order import rows (by id) -> workspace row -> cohort row, as everywhere else.
         var lockStart = Stopwatch.GetTimestamp();
-        if (messages.Count > 1)
-        {
-            await ImportRepository.LockManyAsync(conn, tx, [.. messages.Select(m => m.ImportId)], ct);
-        }
-
-        if (LocksCohort(messages[0]))
-        {
-            await CohortRepository.LockWorkspaceSharedAsync(conn, tx, messages[0].WorkspaceId, ct);
-            await CohortRepository.LockCohortAsync(conn, tx, messages[0].WorkspaceId, messages[0].Partner, messages[0].CohortId, ct);
-        }
-
-        var outcomes = new Outcome[messages.Count];
+        var records = await ImportRepository.LockRecordsAsync(conn, tx, [.. messages.Select(m => m.ImportId).Distinct()], ct);
+        var todo = new List<CohortExportReceived>();
+        var events = new CohortUpdated?[messages.Count];
+        var redelivered = new bool[messages.Count];
         for (var i = 0; i < messages.Count; i++)
         {
-            var message = messages[i];
-            var record = await ImportRepository.LockAsync(conn, tx, message.ImportId, ct)
-                ?? throw new InvalidOperationException($"Import {message.ImportId} was not registered.");
-            if (i == 0)
+            var record = records.GetValueOrDefault(messages[i].ImportId)
+                ?? throw new InvalidOperationException($"Import {messages[i].ImportId} was not registered.");
+            var retryable = record.Status == ImportStatus.Failed && record.Error == RetriesExhausted;
+            if ((record.Status != ImportStatus.Processing && !retryable) || todo.Any(t => t.ImportId == messages[i].ImportId))
             {
-                ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
+                redelivered[i] = true;
+                events[i] = record.PendingEvent is null ? null : CohortEvents.Deserialize(record.PendingEvent);
             }
+            else
+            {
+                todo.Add(messages[i]);
+            }
+        }
 
-            outcomes[i] = await ApplyLockedAsync(conn, tx, message, record, ct);
+        AppliedImport[] applied = [];
+        if (todo.Count > 0)
+        {
+            var m = todo[0];
+            await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
+            var (cohort, created) = await CohortRepository.LockOrCreateCohortAsync(conn, tx, m.WorkspaceId, m.Partner, m.CohortId, m.CohortId, null, ct);
+            ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
+            applied = await ChangesBatch.ApplyAsync(conn, tx, cohort, created, todo, options.Value.InlineChangeLimit, ct);
+        }
 
-            // Applied, failed or found applied already: either way this request's turn in the cohort's order is done.
-            await CohortSequences.AdvanceAsync(conn, tx, message, ct);
+        var last = messages.Where(m => m.Sequence is not null).MaxBy(m => m.Sequence);
+        if (last is not null)
+        {
+            await CohortSequences.AdvanceAsync(conn, tx, last, ct);
         }
 
         var commitStart = Stopwatch.GetTimestamp();
         await tx.CommitAsync(ct);
-        sequenceGate.Advanced();
         ImportMetrics.Commit(ImportMetrics.Since(commitStart));
-        ImportMetrics.Batch(messages.Count);
+        ImportMetrics.Batch(todo.Count);
+        sequenceGate.Advanced();
 
-        var events = new CohortUpdated?[messages.Count];
+        var byId = todo.Select((t, j) => (t.ImportId, Result: applied[j])).ToDictionary(x => x.ImportId, x => x.Result);
         for (var i = 0; i < messages.Count; i++)
         {
-            var (message, outcome) = (messages[i], outcomes[i]);
-            switch (outcome.Kind)
+            var message = messages[i];
+            if (!redelivered[i])
             {
-                case OutcomeKind.Redelivered:
-                    Log.Redelivered(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
-                    break;
-                case OutcomeKind.Failed:
-                    Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
-                    break;
-                default:
-                    Log.Applied(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Version, outcome.Received, outcome.Matched);
-                    break;
+                var result = byId[message.ImportId];
+                events[i] = result.Event;
+                Log.Applied(logger, message.WorkspaceId, message.CohortId, message.ImportId, result.Version, result.Statistics.Received, result.Statistics.Matched);
             }
-
-            events[i] = outcome.Event;
+            else if (byId.TryGetValue(message.ImportId, out var twin))
+            {
+                events[i] = twin.Event;
+            }
+            else
+            {
+                Log.Redelivered(logger, message.WorkspaceId, message.CohortId, message.ImportId, records[message.ImportId].Status);
+            }
         }
 
         if (options.Value.TestHooks.CrashAfterCommitImportId is { } crashId && messages.Any(m => m.ImportId == crashId))
@@ -114,6 +146,54 @@ public sealed partial class ImportProcessor(
         }
 
         return events;
+    }
+
+    /// <summary>Applies one registered import of any other kind (name, archive, credentials check, invalid message).</summary>
+    private async Task<CohortUpdated?> ApplyRegisteredAsync(CohortExportReceived message, CancellationToken ct)
+    {
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+
+        // Lock order import row -> workspace row -> cohort row, as everywhere else.
+        var lockStart = Stopwatch.GetTimestamp();
+        var record = await ImportRepository.LockAsync(conn, tx, message.ImportId, ct)
+            ?? throw new InvalidOperationException($"Import {message.ImportId} was not registered.");
+        if (LocksCohort(message))
+        {
+            await CohortRepository.LockWorkspaceSharedAsync(conn, tx, message.WorkspaceId, ct);
+            await CohortRepository.LockCohortAsync(conn, tx, message.WorkspaceId, message.Partner, message.CohortId, ct);
+        }
+
+        ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
+        var outcome = await ApplyLockedAsync(conn, tx, message, record, ct);
+
+        // Applied, failed or found applied already: either way this request's turn in the cohort's order is done.
+        await CohortSequences.AdvanceAsync(conn, tx, message, ct);
+        var commitStart = Stopwatch.GetTimestamp();
+        await tx.CommitAsync(ct);
+        sequenceGate.Advanced();
+        ImportMetrics.Commit(ImportMetrics.Since(commitStart));
+        ImportMetrics.Batch(1);
+
+        switch (outcome.Kind)
+        {
+            case OutcomeKind.Redelivered:
+                Log.Redelivered(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
+                break;
+            case OutcomeKind.Failed:
+                Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Detail!);
+                break;
+            default:
+                Log.Applied(logger, message.WorkspaceId, message.CohortId, message.ImportId, outcome.Version, outcome.Received, outcome.Matched);
+                break;
+        }
+
+        if (options.Value.TestHooks.CrashAfterCommitImportId == message.ImportId)
+        {
+            Environment.FailFast("Test hook: crash after commit, before publish.");
+        }
+
+        return outcome.Event;
     }
 
     /// <summary>

@@ -83,11 +83,19 @@ public static class ImportRepository
         }, cancellationToken: ct));
     }
 
-    /// <summary>Locks several import rows in import id order (a fixed order: two transactions cannot deadlock on them).</summary>
-    public static Task LockManyAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid[] importIds, CancellationToken ct)
+    /// <summary>
+    /// Locks several import rows in import id order (a fixed order: two transactions cannot deadlock on them) and
+    /// returns them by import id.
+    /// </summary>
+    public static async Task<Dictionary<Guid, ImportRecord>> LockRecordsAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, Guid[] importIds, CancellationToken ct)
     {
-        const string sql = "SELECT import_id FROM imports WHERE import_id = ANY(@importIds) ORDER BY import_id FOR UPDATE";
-        return conn.ExecuteAsync(new CommandDefinition(sql, new { importIds }, tx, cancellationToken: ct));
+        const string sql = """
+            SELECT import_id, workspace_id, partner, cohort_id, kind, status, error, pending_event::text AS pending_event
+            FROM imports WHERE import_id = ANY(@importIds) ORDER BY import_id FOR UPDATE
+            """;
+        var rows = await conn.QueryAsync<ImportRecord>(new CommandDefinition(sql, new { importIds }, tx, cancellationToken: ct));
+        return rows.ToDictionary(r => r.ImportId);
     }
 
     public static Task<ImportRecord?> LockAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct)
@@ -99,25 +107,26 @@ public static class ImportRepository
         return conn.QuerySingleOrDefaultAsync<ImportRecord>(new CommandDefinition(sql, new { importId }, tx, cancellationToken: ct));
     }
 
+    private const string CompleteSql = """
+        UPDATE imports SET
+            status = @status, received = @received, matched = @matched, added = @added, removed = @removed,
+            unmatched = @unmatched::jsonb, unmatched_sample = @sample, cohort_pk = @cohortPk,
+            cohort_version = @cohortVersion, completed_at = now(), error = @error, pending_event = @pendingEvent::jsonb
+        WHERE import_id = @importId
+        """;
+
     public static Task CompleteAsync(
         NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, string status, ImportStatistics stats, long? cohortPk,
         long? cohortVersion, string? error, string? pendingEvent, CancellationToken ct)
     {
-        const string sql = """
-            UPDATE imports SET
-                status = @status, received = @Received, matched = @Matched, added = @Added, removed = @Removed,
-                unmatched = @unmatched::jsonb, unmatched_sample = @sample, cohort_pk = @cohortPk,
-                cohort_version = @cohortVersion, completed_at = now(), error = @error, pending_event = @pendingEvent::jsonb
-            WHERE import_id = @importId
-            """;
-        return conn.ExecuteAsync(new CommandDefinition(sql, new
+        return conn.ExecuteAsync(new CommandDefinition(CompleteSql, new
         {
             importId,
             status,
-            stats.Received,
-            stats.Matched,
-            stats.Added,
-            stats.Removed,
+            received = stats.Received,
+            matched = stats.Matched,
+            added = stats.Added,
+            removed = stats.Removed,
             unmatched = JsonSerializer.Serialize(stats.Unmatched),
             sample = stats.UnmatchedSample.ToArray(),
             cohortPk,
@@ -125,6 +134,33 @@ public static class ImportRepository
             error,
             pendingEvent,
         }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// <see cref="CompleteAsync"/> as a command of <paramref name="batch"/> (completed, no error): several imports
+    /// completed in one round trip.
+    /// </summary>
+    public static void AddComplete(
+        NpgsqlBatch batch, Guid importId, ImportStatistics stats, long cohortPk, long cohortVersion, string? pendingEvent)
+    {
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(CompleteSql)
+        {
+            Parameters =
+            {
+                new NpgsqlParameter("importId", importId),
+                new NpgsqlParameter("status", ImportStatus.Completed),
+                new NpgsqlParameter("received", stats.Received),
+                new NpgsqlParameter("matched", stats.Matched),
+                new NpgsqlParameter("added", stats.Added),
+                new NpgsqlParameter("removed", stats.Removed),
+                new NpgsqlParameter("unmatched", JsonSerializer.Serialize(stats.Unmatched)),
+                new NpgsqlParameter("sample", stats.UnmatchedSample.ToArray()),
+                new NpgsqlParameter("cohortPk", cohortPk),
+                new NpgsqlParameter("cohortVersion", cohortVersion),
+                new NpgsqlParameter("error", NpgsqlTypes.NpgsqlDbType.Text) { Value = DBNull.Value },
+                new NpgsqlParameter("pendingEvent", NpgsqlTypes.NpgsqlDbType.Text) { Value = (object?)pendingEvent ?? DBNull.Value },
+            },
+        });
     }
 
     public static async Task<ImportRecord?> GetAsync(NpgsqlDataSource dataSource, string ws, Guid importId, CancellationToken ct)

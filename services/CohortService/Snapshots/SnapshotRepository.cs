@@ -189,8 +189,8 @@ public static class SnapshotRepository
             """;
         const string insert = $"""
             SET LOCAL work_mem = '256MB';
-            INSERT INTO memberships (cohort_pk, ordinal, workspace_id)
-            SELECT @cohortPk, s.ordinal, @ws
+            INSERT INTO memberships (cohort_pk, ordinal)
+            SELECT @cohortPk, s.ordinal
             FROM {StagingToken} s
             WHERE s.ordinal <> ALL(@deleted)
             ORDER BY s.ordinal
@@ -199,7 +199,7 @@ public static class SnapshotRepository
             """;
         var deleted = (await conn.QueryAsync<int>(new CommandDefinition(deletedSince, new { ws, importId }, tx, cancellationToken: ct))).ToArray();
         var rows = await conn.QueryAsync<int>(new CommandDefinition(
-            WithStaging(insert, importId), new { cohortPk, ws, deleted }, tx, commandTimeout: 0, cancellationToken: ct));
+            WithStaging(insert, importId), new { cohortPk, deleted }, tx, commandTimeout: 0, cancellationToken: ct));
         return rows.AsList().ToArray();
     }
 
