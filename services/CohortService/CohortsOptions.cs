@@ -16,9 +16,10 @@ public sealed class CohortsOptions
 
     /// <summary>
     /// Messages the CohortExportReceived consumer handles at once. Imports of one cohort still apply one at a time, in
-    /// request order (cohort row lock and <see cref="Imports.SequenceGate"/>).
+    /// request order (cohort row lock and <see cref="Imports.SequenceGate"/>). It also bounds how many imports of one
+    /// busy cohort queue up in the process and so are applied together (<see cref="Imports.CohortLanes"/>).
     /// </summary>
-    public int ConcurrentMessageLimit { get; set; } = 8;
+    public int ConcurrentMessageLimit { get; set; } = 32;
 
     /// <summary>
     /// Largest number of identifiers applied in one transaction when change imports of one cohort queue up

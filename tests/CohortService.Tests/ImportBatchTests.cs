@@ -25,8 +25,7 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         var infra = await Infrastructure.GetAsync();
         var cs = infra.ConnectionStringFor(Infrastructure.UniqueName("cohorts_batch"));
 
-        // As the service host sets them up (AddPlatformDatabase, AddCohortService).
-        DefaultTypeMap.MatchNamesWithUnderscores = true;
+        // As the service host sets them up (AddPlatformDatabase, AddCohortService; Dapper: DapperSettings).
         Data.DateTimeOffsetHandler.Register();
         Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
         _dataSource = NpgsqlDataSource.Create(cs);
@@ -111,6 +110,35 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         var members = (await conn.QueryAsync<int>(
             "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws ORDER BY 1", new { ws })).ToList();
         Assert.Equal([0, 1, 2, 4], members);
+    }
+
+    [Fact]
+    public async Task ProcessBatch_MatchedAhead_UsedOnlyWhileTheDirectoryIsUnchanged()
+    {
+        var ws = await WorkspaceWithUsersAsync(4);
+        var kept = Changes(ws, "ahead", Add("u0", "u1"));
+        var stale = Changes(ws, "ahead", Add("u2", "u3"));
+        var keptMatch = await _processor.PrepareAsync(kept, CancellationToken.None);
+
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        // Marks u1 deleted behind the directory's back (no directory_version change): the match made ahead still holds
+        // for the processor, which shows it is the one used.
+        await conn.ExecuteAsync("UPDATE users SET deleted_at = now() WHERE workspace_id = @ws AND external_id = 'u1'", new { ws });
+        var events = await _processor.ProcessBatchAsync([kept], CancellationToken.None, [keptMatch]);
+        Assert.Equal([0, 1], events[0]!.Added!.Select(a => a.Ordinal));
+
+        // A directory write (as UserDirectory does: deletion, then directory_version + 1) after the match: matched again.
+        var staleMatch = await _processor.PrepareAsync(stale, CancellationToken.None);
+        await conn.ExecuteAsync("""
+            UPDATE users SET deleted_at = now() WHERE workspace_id = @ws AND external_id = 'u3';
+            UPDATE workspaces SET directory_version = directory_version + 1 WHERE workspace_id = @ws;
+            """, new { ws });
+        events = await _processor.ProcessBatchAsync([stale], CancellationToken.None, [staleMatch]);
+        Assert.Equal([2], events[0]!.Added!.Select(a => a.Ordinal));
+        var (matched, unmatched) = await conn.QuerySingleAsync<(long, string)>(
+            "SELECT matched, unmatched::text FROM imports WHERE import_id = @id", new { id = stale.ImportId });
+        Assert.Equal(1, matched);
+        Assert.Contains("\"unknown_external_id\": 1", unmatched, StringComparison.Ordinal);
     }
 
     [Fact]

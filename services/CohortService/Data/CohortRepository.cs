@@ -21,18 +21,17 @@ public sealed class CohortRow
 /// <summary>Writes to cohorts, memberships and the change log; every method runs inside the caller's transaction.</summary>
 public static class CohortRepository
 {
-    public static Task EnsureWorkspaceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
+    /// <summary>
+    /// Imports read the directory under a shared lock: no user is created, identified or deleted meanwhile. Returns
+    /// the directory_version (moved on by every directory write).
+    /// </summary>
+    public static Task<long> LockWorkspaceSharedAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
     {
-        const string sql = "INSERT INTO workspaces (workspace_id) VALUES (@ws) ON CONFLICT DO NOTHING";
-        return conn.ExecuteAsync(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
-    }
-
-    /// <summary>Imports read the directory under a shared lock: no user is created, identified or deleted meanwhile.</summary>
-    public static async Task LockWorkspaceSharedAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
-    {
-        await EnsureWorkspaceAsync(conn, tx, ws, ct);
-        const string sql = "SELECT 1 FROM workspaces WHERE workspace_id = @ws FOR SHARE";
-        await conn.ExecuteAsync(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
+        const string sql = """
+            INSERT INTO workspaces (workspace_id) VALUES (@ws) ON CONFLICT DO NOTHING;
+            SELECT directory_version FROM workspaces WHERE workspace_id = @ws FOR SHARE;
+            """;
+        return conn.QuerySingleAsync<long>(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
     }
 
     public static Task<CohortRow?> LockCohortAsync(

@@ -511,12 +511,15 @@ public sealed partial class UserDirectory(
         }
     }
 
-    /// <summary>Takes the directory lock (the workspace row, FOR UPDATE) and returns the next free ordinal.</summary>
+    /// <summary>
+    /// Takes the directory lock (the workspace row, by updating it: its directory_version moves on, which tells
+    /// imports matched before that their match must be redone) and returns the next free ordinal.
+    /// </summary>
     private static Task<int> LockForUpsertAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
     {
         const string sql = """
             INSERT INTO workspaces (workspace_id) VALUES (@ws) ON CONFLICT DO NOTHING;
-            SELECT next_ordinal FROM workspaces WHERE workspace_id = @ws FOR UPDATE;
+            UPDATE workspaces SET directory_version = directory_version + 1 WHERE workspace_id = @ws RETURNING next_ordinal;
             """;
         return conn.QuerySingleAsync<int>(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
     }
@@ -527,12 +530,9 @@ public sealed partial class UserDirectory(
         return conn.ExecuteAsync(new CommandDefinition(sql, new { ws, next }, tx, cancellationToken: ct));
     }
 
-    private static async Task LockWorkspaceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct)
-    {
-        await CohortRepository.EnsureWorkspaceAsync(conn, tx, ws, ct);
-        const string sql = "SELECT 1 FROM workspaces WHERE workspace_id = @ws FOR UPDATE";
-        await conn.ExecuteAsync(new CommandDefinition(sql, new { ws }, tx, cancellationToken: ct));
-    }
+    /// <summary>The directory lock for deletions (see <see cref="LockForUpsertAsync"/>: directory_version moves on too).</summary>
+    private static Task LockWorkspaceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct) =>
+        LockForUpsertAsync(conn, tx, ws, ct);
 
     /// <summary>
     /// Deletes live users by external_id: they lose their identifiers (which may then name new users) and leave every

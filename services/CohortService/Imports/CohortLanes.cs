@@ -15,14 +15,19 @@ public sealed class CohortLanes(SequenceGate sequenceGate, IOptions<CohortsOptio
 {
     private readonly Dictionary<string, Lane> _lanes = new(StringComparer.Ordinal);
 
-    public delegate Task<CohortUpdated?[]> ApplyBatch(IReadOnlyList<CohortExportReceived> imports, CancellationToken ct);
+    public delegate Task<CohortUpdated?[]> ApplyBatch(
+        IReadOnlyList<CohortExportReceived> imports, IReadOnlyList<Task<MatchedChanges?>> prepared, CancellationToken ct);
 
-    /// <summary>Returns the event to publish for <paramref name="message"/> once it is applied (by this call or a batch leader).</summary>
-    public async Task<CohortUpdated?> ApplyInTurnAsync(CohortExportReceived message, ApplyBatch apply, CancellationToken ct)
+    /// <summary>
+    /// Returns the event to publish for <paramref name="message"/> once it is applied (by this call or a batch leader).
+    /// <paramref name="prepared"/> is its match, running while it waits (<see cref="ChangesBatch.PrepareAsync"/>).
+    /// </summary>
+    public async Task<CohortUpdated?> ApplyInTurnAsync(
+        CohortExportReceived message, Task<MatchedChanges?> prepared, ApplyBatch apply, CancellationToken ct)
     {
         var key = $"{message.WorkspaceId}\n{message.Partner}\n{message.CohortId}";
         var lane = Enter(key);
-        var mine = new Waiting(message);
+        var mine = new Waiting(message, prepared);
         lock (lane)
         {
             lane.Waiting.Add(mine);
@@ -92,7 +97,7 @@ public sealed class CohortLanes(SequenceGate sequenceGate, IOptions<CohortsOptio
 
         try
         {
-            var events = await apply([.. batch.Select(w => w.Message)], ct);
+            var events = await apply([.. batch.Select(w => w.Message)], [.. batch.Select(w => w.Prepared)], ct);
             for (var i = 0; i < batch.Count; i++)
             {
                 batch[i].Done.TrySetResult(events[i]);
@@ -104,7 +109,7 @@ public sealed class CohortLanes(SequenceGate sequenceGate, IOptions<CohortsOptio
             {
                 try
                 {
-                    w.Done.TrySetResult((await apply([w.Message], ct))[0]);
+                    w.Done.TrySetResult((await apply([w.Message], [w.Prepared], ct))[0]);
                 }
                 catch (Exception ex)
                 {
@@ -156,9 +161,10 @@ public sealed class CohortLanes(SequenceGate sequenceGate, IOptions<CohortsOptio
         public int Users { get; set; }
     }
 
-    private sealed class Waiting(CohortExportReceived message)
+    private sealed class Waiting(CohortExportReceived message, Task<MatchedChanges?> prepared)
     {
         public CohortExportReceived Message { get; } = message;
+        public Task<MatchedChanges?> Prepared { get; } = prepared;
         public TaskCompletionSource<CohortUpdated?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

@@ -36,12 +36,33 @@ public sealed partial class ImportProcessor(
         await ImportRepository.RegisterAsync(dataSource, message, ct);
         if (IsSetBased(message))
         {
-            return await lanes.ApplyInTurnAsync(message, ApplyChangesAsync, ct);
+            return await lanes.ApplyInTurnAsync(message, PrepareOrNullAsync(message, ct), ApplyChangesAsync, ct);
         }
 
         await sequenceGate.WaitForTurnAsync(message, ct);
         return await ApplyRegisteredAsync(message, ct);
     }
+
+    /// <summary>
+    /// Matches a change import while it waits for its turn. Null when that failed (e.g. the database was briefly
+    /// unavailable): the import is then matched when it is applied, so nothing is lost but the head start.
+    /// </summary>
+    private async Task<MatchedChanges?> PrepareOrNullAsync(CohortExportReceived message, CancellationToken ct)
+    {
+        try
+        {
+            return await ChangesBatch.PrepareAsync(dataSource, message, ct);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        {
+            Log.PrepareFailed(logger, message.WorkspaceId, message.CohortId, message.ImportId, ex.Message);
+            return null;
+        }
+    }
+
+    /// <summary>Matches a change import ahead of its turn, for <see cref="ProcessBatchAsync"/>.</summary>
+    public Task<MatchedChanges> PrepareAsync(CohortExportReceived message, CancellationToken ct) =>
+        ChangesBatch.PrepareAsync(dataSource, message, ct);
 
     /// <summary>Valid change imports that touch a cohort: applied set-based, several at once (<see cref="ChangesBatch"/>).</summary>
     private static bool IsSetBased(CohortExportReceived m) =>
@@ -52,9 +73,11 @@ public sealed partial class ImportProcessor(
     /// the imports queued behind each other): each still gets its own import row, statistics, version (+1 per changing
     /// import, in this order) and CohortUpdated; an import already applied is skipped and its stored event returned
     /// again. Returns the event to publish for each message (null when none). Any failure rolls back the whole
-    /// transaction (nothing applied).
+    /// transaction (nothing applied). <c>prepared</c>: per message, its <see cref="PrepareAsync"/> result, or none
+    /// (matched when applied).
     /// </summary>
-    public async Task<CohortUpdated?[]> ProcessBatchAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    public async Task<CohortUpdated?[]> ProcessBatchAsync(
+        IReadOnlyList<CohortExportReceived> messages, CancellationToken ct, IReadOnlyList<MatchedChanges?>? prepared = null)
     {
         if (!messages.All(IsSetBased) || messages.Select(CohortKey).Distinct().Count() != 1)
         {
@@ -62,7 +85,20 @@ public sealed partial class ImportProcessor(
         }
 
         await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
-        return await ApplyChangesAsync(messages, ct);
+        return await ApplyChangesAsync(messages, [.. messages.Select((_, i) => Task.FromResult(prepared?[i]))], ct);
+    }
+
+    private static int IndexOf(IReadOnlyList<CohortExportReceived> messages, CohortExportReceived m)
+    {
+        for (var i = 0; i < messages.Count; i++)
+        {
+            if (ReferenceEquals(messages[i], m))
+            {
+                return i;
+            }
+        }
+
+        throw new InvalidOperationException("Message not in its batch.");
     }
 
     private static string CohortKey(CohortExportReceived m) => $"{m.WorkspaceId}\n{m.Partner}\n{m.CohortId}";
@@ -71,8 +107,12 @@ public sealed partial class ImportProcessor(
     /// Applies registered change imports of one cohort in one transaction with <see cref="ChangesBatch"/>: imports
     /// already applied (redelivered, or listed twice) return their stored event; the rest are applied in list order.
     /// </summary>
-    private async Task<CohortUpdated?[]> ApplyChangesAsync(IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    private async Task<CohortUpdated?[]> ApplyChangesAsync(
+        IReadOnlyList<CohortExportReceived> messages, IReadOnlyList<Task<MatchedChanges?>> prepared, CancellationToken ct)
     {
+        // Before taking any lock: a match still running waits for the workspace share lock, and a directory write
+        // queued for that row would otherwise wait for ours while we waited for the match.
+        var matches = await Task.WhenAll(prepared);
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
 
@@ -102,10 +142,12 @@ public sealed partial class ImportProcessor(
         if (todo.Count > 0)
         {
             var m = todo[0];
-            await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
+            var directoryVersion = await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
             var (cohort, created) = await CohortRepository.LockOrCreateCohortAsync(conn, tx, m.WorkspaceId, m.Partner, m.CohortId, m.CohortId, null, ct);
             ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
-            applied = await ChangesBatch.ApplyAsync(conn, tx, cohort, created, todo, options.Value.InlineChangeLimit, ct);
+            var todoMatches = todo.Select(t => matches[IndexOf(messages, t)]).ToList();
+            applied = await ChangesBatch.ApplyAsync(
+                conn, tx, cohort, created, todo, todoMatches, directoryVersion, options.Value.InlineChangeLimit, ct);
         }
 
         var last = messages.Where(m => m.Sequence is not null).MaxBy(m => m.Sequence);
@@ -118,7 +160,14 @@ public sealed partial class ImportProcessor(
         await tx.CommitAsync(ct);
         ImportMetrics.Commit(ImportMetrics.Since(commitStart));
         ImportMetrics.Batch(todo.Count);
-        sequenceGate.Advanced();
+        if (last is not null)
+        {
+            sequenceGate.Advanced(last);
+        }
+        else
+        {
+            sequenceGate.Advanced();
+        }
 
         var byId = todo.Select((t, j) => (t.ImportId, Result: applied[j])).ToDictionary(x => x.ImportId, x => x.Result);
         for (var i = 0; i < messages.Count; i++)
@@ -171,7 +220,7 @@ public sealed partial class ImportProcessor(
         await CohortSequences.AdvanceAsync(conn, tx, message, ct);
         var commitStart = Stopwatch.GetTimestamp();
         await tx.CommitAsync(ct);
-        sequenceGate.Advanced();
+        sequenceGate.Advanced(message);
         ImportMetrics.Commit(ImportMetrics.Since(commitStart));
         ImportMetrics.Batch(1);
 
@@ -296,6 +345,10 @@ public sealed partial class ImportProcessor(
         [LoggerMessage(EventId = 101, Level = LogLevel.Information,
             Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was already {Status}; publishing its stored outcome again")]
         public static partial void Redelivered(ILogger logger, string workspaceId, string cohortId, Guid importId, string status);
+
+        [LoggerMessage(EventId = 103, Level = LogLevel.Warning,
+            Message = "Matching import {ImportId} for cohort {CohortId} of {WorkspaceId} ahead of its turn failed ({Error}); it is matched when applied")]
+        public static partial void PrepareFailed(ILogger logger, string workspaceId, string cohortId, Guid importId, string error);
 
         [LoggerMessage(EventId = 102, Level = LogLevel.Warning,
             Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} failed: {Error}")]

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using CohortBridge.CohortService.Data;
 using CohortBridge.Contracts;
@@ -23,6 +24,12 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     private TaskCompletionSource _pulse = NewPulse();
 
     /// <summary>
+    /// Sequences known to be applied, per cohort (a lower bound of <c>cohort_sequences.applied</c>: only committed
+    /// values go in). Bounded by the cohorts this process imported into: one small entry each.
+    /// </summary>
+    private readonly ConcurrentDictionary<string, long> _applied = new(StringComparer.Ordinal);
+
+    /// <summary>
     /// Returns once the message may be applied: true in order, false when the predecessor was given up.
     /// Messages without a sequence pass at once.
     /// </summary>
@@ -39,12 +46,19 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         }
 
         var start = Stopwatch.GetTimestamp();
+        var key = Key(message.WorkspaceId, message.Partner, message.CohortId);
         var poll = TimeSpan.FromMilliseconds(5);
+        var readDatabase = true;
         while (true)
         {
             // Take the pulse before reading, so a commit between the read and the wait still wakes us.
             var pulse = Volatile.Read(ref _pulse).Task;
-            var applied = await CohortSequences.AppliedAsync(dataSource, message, ct);
+            var applied = _applied.GetValueOrDefault(key);
+            if (applied < sequence - 1 && readDatabase)
+            {
+                applied = Remember(key, await CohortSequences.AppliedAsync(dataSource, message, ct));
+            }
+
             if (applied >= sequence - 1)
             {
                 ImportMetrics.SequenceWait(ImportMetrics.Since(start));
@@ -61,7 +75,8 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
                 return false;
             }
 
-            await Task.WhenAny(pulse, Task.Delay(poll, ct));
+            // A commit in this process (pulse) is known here; only a commit elsewhere needs the database (poll).
+            readDatabase = await Task.WhenAny(pulse, Task.Delay(poll, ct)) != pulse;
             ct.ThrowIfCancellationRequested();
             poll = poll * 2 < MaxPoll ? poll * 2 : MaxPoll;
         }
@@ -73,11 +88,31 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         await using var tx = await conn.BeginTransactionAsync(ct);
         await CohortSequences.AdvanceAsync(conn, tx, message.WorkspaceId, message.Partner, message.CohortId, sequence - 1, ct);
         await tx.CommitAsync(ct);
+        Remember(Key(message.WorkspaceId, message.Partner, message.CohortId), sequence - 1);
         Advanced();
     }
 
     /// <summary>Call after committing imports with sequences: waiters in this process look again at once.</summary>
     public void Advanced() => Interlocked.Exchange(ref _pulse, NewPulse()).TrySetResult();
+
+    /// <summary>
+    /// <see cref="Advanced()"/>, telling waiters the sequence now applied for the message's cohort, so that they need
+    /// not ask the database.
+    /// </summary>
+    public void Advanced(CohortExportReceived message)
+    {
+        if (message.Sequence is { } sequence)
+        {
+            Remember(Key(message.WorkspaceId, message.Partner, message.CohortId), sequence);
+        }
+
+        Advanced();
+    }
+
+    private long Remember(string key, long applied) =>
+        _applied.AddOrUpdate(key, applied, (_, known) => Math.Max(known, applied));
+
+    private static string Key(string workspaceId, string partner, string cohortId) => $"{workspaceId}\n{partner}\n{cohortId}";
 
     private static TaskCompletionSource NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
