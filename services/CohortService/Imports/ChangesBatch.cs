@@ -125,8 +125,22 @@ public static class ChangesBatch
 
         var applyStart = Stopwatch.GetTimestamp();
         var outcomes = perImport.SelectMany(p => p).SelectMany(c => c).ToList();
-        var touched = outcomes.Where(o => o.Matched).Select(o => o.Ordinal!.Value).Distinct().ToArray();
-        var initial = await CohortRepository.MembersAmongAsync(conn, tx, cohort.Id, touched, ct);
+        var touched = outcomes.Where(o => o.Matched).Select(o => o.Ordinal!.Value).Distinct().Order().ToArray();
+
+        // Only additions (the usual diff traffic): inserting every named user at once both writes the new members and
+        // tells which were members already, one statement instead of a read and an insert.
+        var onlyAdditions = imports.All(m => m.Changes!.All(c => !c.ShouldRemove));
+        HashSet<int> initial;
+        if (onlyAdditions)
+        {
+            initial = [.. touched];
+            initial.ExceptWith(await CohortRepository.AddMembersAsync(conn, tx, cohort, touched, ct));
+        }
+        else
+        {
+            initial = await CohortRepository.MembersAmongAsync(conn, tx, cohort.Id, touched, ct);
+        }
+
         var members = new HashSet<int>(initial);
 
         var revived = cohort.Archived;
@@ -176,10 +190,13 @@ public static class ChangesBatch
             pending[i] = (stats, added, removed, version, memberCount, changed);
         }
 
-        var toInsert = members.Where(o => !initial.Contains(o)).Order().ToArray();
-        var toDelete = initial.Where(o => !members.Contains(o)).Order().ToArray();
-        await CohortRepository.InsertMembersAsync(conn, tx, cohort.Id, toInsert, ct);
-        await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, toDelete, ct);
+        if (!onlyAdditions)
+        {
+            var toInsert = members.Where(o => !initial.Contains(o)).Order().ToArray();
+            var toDelete = initial.Where(o => !members.Contains(o)).Order().ToArray();
+            await CohortRepository.InsertMembersAsync(conn, tx, cohort.Id, toInsert, ct);
+            await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, toDelete, ct);
+        }
 
         // Every added or removed user was matched above, and matching read their external ids: no second look-up.
         var externalIds = new Dictionary<int, string?>(touched.Length);
