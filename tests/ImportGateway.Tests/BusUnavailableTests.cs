@@ -49,20 +49,5 @@ public sealed class BusUnavailableTests(GatewayFixture fx)
         Assert.NotNull(reply.RetryAfter);
     }
 
-    private async Task<ServiceProcess> StartLiveAsync(Dictionary<string, string> overrides)
-    {
-        var gateway = await fx.StartGatewayAsync(overrides, waitUntilReady: false);
-        await Eventually.UntilAsync(async () =>
-        {
-            try
-            {
-                return (await gateway.Client.GetAsync("health/live")).IsSuccessStatusCode;
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, TimeSpan.FromSeconds(60), "gateway live");
-        return gateway;
-    }
+    private Task<ServiceProcess> StartLiveAsync(Dictionary<string, string> overrides) => SnapshotHttp.StartLiveGatewayAsync(fx, overrides);
 }
