@@ -3,7 +3,6 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace CohortBridge.Benchmarks;
@@ -219,14 +218,6 @@ internal sealed class PlatformClient : IDisposable
         return r.IsSuccessStatusCode
             ? JsonNode.Parse(body)!["size"]!.GetValue<long>()
             : throw new InvalidOperationException($"segment size {(int)r.StatusCode}: {Truncate(body)}");
-    }
-
-    public async Task<bool> CheckMemberAsync(string segmentId, string externalId)
-    {
-        using var r = await _segments.GetAsync($"workspaces/{Workspace}/segments/{segmentId}/members/check?external_id={Uri.EscapeDataString(externalId)}");
-        r.EnsureSuccessStatusCode();
-        using var doc = JsonDocument.Parse(await r.Content.ReadAsStreamAsync());
-        return doc.RootElement.GetProperty("member").GetBoolean();
     }
 
     /// <summary>A cohort's member ordinals from CohortService's internal API (little-endian int32, ascending).</summary>
