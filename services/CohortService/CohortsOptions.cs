@@ -28,6 +28,12 @@ public sealed class CohortsOptions
     public int BatchMaxIdentifiers { get; set; } = 50_000;
 
     /// <summary>
+    /// Change imports matched ahead of their turn at once (<see cref="Imports.ChangesBatch.PrepareAsync"/>). Around
+    /// the database's core count: matching side by side beyond that only slows the per-cohort membership writes.
+    /// </summary>
+    public int MatchConcurrency { get; set; } = 2;
+
+    /// <summary>
     /// How long an import waits for its cohort's previous request (sequence - 1) before applying without it. The wait
     /// only outlasts a moment when that request never reached the broker (the gateway answered 503) or sits in the
     /// error queue; consumer retries of a failing predecessor take up to about 20 s, hence the default. Zero turns the

@@ -168,6 +168,7 @@ public sealed partial class UserDirectory(
                 await SetNextOrdinalAsync(conn, tx, ws, next + merged.Count, ct);
                 await OutboxRepository.AddDirectoryChangeAsync(conn, tx, ws, ordinals, ct);
                 await tx.CommitAsync(ct);
+                await AnalyzeIfWorkspaceGrewAsync(conn, ws, ct);
                 var lines = merged.Sum(g => g.Lines.Count);
                 Log.Upserted(logger, ws, lines, 0, merged.Count);
                 return (lines, 0);
@@ -181,6 +182,7 @@ public sealed partial class UserDirectory(
 
         var result = await UpsertChunkGeneralAsync(conn, tx, ws, next, merged, errors, state, ct);
         await tx.CommitAsync(ct);
+        await AnalyzeIfWorkspaceGrewAsync(conn, ws, ct);
         return result;
     }
 
@@ -484,6 +486,29 @@ public sealed partial class UserDirectory(
             }
 
             await w.CompleteAsync(ct);
+        }
+    }
+
+    /// <summary>
+    /// Table-wide staleness (<see cref="RefreshStaleStatisticsAsync"/>) misses a workspace that is small next to the
+    /// others: 300,000 users added to a table of 10 million change it by 3%, yet while the statistics do not know the
+    /// workspace the planner estimates it at one row and may match each identifier by reading the whole workspace
+    /// through (workspace_id, ordinal) (measured: snapshot chunks of such a workspace ran for minutes instead of
+    /// milliseconds). So whenever a workspace has doubled, by 10,000 users or more, since the directory tables were
+    /// last analyzed for it (<c>workspaces.analyzed_users</c>), they are analyzed, after the commit (the directory lock
+    /// is not held meanwhile). This also catches a workspace that grows by many small batches.
+    /// </summary>
+    private static async Task AnalyzeIfWorkspaceGrewAsync(NpgsqlConnection conn, string ws, CancellationToken ct)
+    {
+        const string claim = """
+            UPDATE workspaces SET analyzed_users = next_ordinal
+            WHERE workspace_id = @ws AND next_ordinal >= greatest(2 * analyzed_users, analyzed_users + 10000)
+            RETURNING 1
+            """;
+        if (await conn.ExecuteScalarAsync<int?>(new CommandDefinition(claim, new { ws }, cancellationToken: ct)) is not null)
+        {
+            await conn.ExecuteAsync(new CommandDefinition(
+                "ANALYZE users; ANALYZE user_aliases; ANALYZE user_devices", commandTimeout: 0, cancellationToken: ct));
         }
     }
 

@@ -25,6 +25,7 @@ public sealed partial class ImportProcessor(
     public const string RetriesExhausted = "the import could not be applied; an operator has been alerted";
 
     private readonly Dictionary<CohortExportKind, IImportHandler> _handlers = handlers.ToDictionary(h => h.Kind);
+    private readonly SemaphoreSlim _matchSlots = new(Math.Max(1, options.Value.MatchConcurrency));
 
     /// <summary>
     /// Returns the event to publish after commit (null when the import changed no cohort). The import shows as
@@ -51,7 +52,17 @@ public sealed partial class ImportProcessor(
     {
         try
         {
-            return await ChangesBatch.PrepareAsync(dataSource, message, ct);
+            // Matching ahead needs no more parallelism than the database has cores: more only takes CPU from the
+            // transaction that writes a busy cohort's memberships, which is what limits its throughput.
+            await _matchSlots.WaitAsync(ct);
+            try
+            {
+                return await ChangesBatch.PrepareAsync(dataSource, message, ct);
+            }
+            finally
+            {
+                _matchSlots.Release();
+            }
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
         {
