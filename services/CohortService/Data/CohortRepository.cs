@@ -92,25 +92,6 @@ public static class CohortRepository
         return rows.AsList().ToArray();
     }
 
-    public static async Task<int[]> RemoveMembersAsync(
-        NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] ordinals, CancellationToken ct)
-    {
-        const string sql = """
-            DELETE FROM memberships m
-            USING unnest(@ordinals::int[]) AS o
-            WHERE m.cohort_pk = @pk AND m.ordinal = o
-            RETURNING m.ordinal
-            """;
-        if (ordinals.Length == 0)
-        {
-            return [];
-        }
-
-        var rows = await conn.QueryAsync<int>(new CommandDefinition(sql, new { pk = cohort.Id, ordinals }, tx, cancellationToken: ct));
-        return rows.AsList().ToArray();
-    }
-
-    /// <summary>Which of <paramref name="ordinals"/> are members now.</summary>
     public static async Task<HashSet<int>> MembersAmongAsync(
         NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, int[] ordinals, CancellationToken ct)
     {

@@ -7,6 +7,9 @@ namespace CohortBridge.CohortService.Data;
 /// <summary>The highest request sequence applied per cohort (table <c>cohort_sequences</c>).</summary>
 public static class CohortSequences
 {
+    /// <summary>A cohort's key in memory (the cohort ordering, waiting and grouping are all per this key).</summary>
+    public static string Key(CohortExportReceived m) => $"{m.WorkspaceId}\n{m.Partner}\n{m.CohortId}";
+
     /// <summary>The highest sequence applied for the message's cohort (0 when none).</summary>
     public static async Task<long> AppliedAsync(NpgsqlDataSource dataSource, CohortExportReceived m, CancellationToken ct)
     {

@@ -555,10 +555,6 @@ public sealed partial class UserDirectory(
         return conn.ExecuteAsync(new CommandDefinition(sql, new { ws, next }, tx, cancellationToken: ct));
     }
 
-    /// <summary>The directory lock for deletions (see <see cref="LockForUpsertAsync"/>: directory_version moves on too).</summary>
-    private static Task LockWorkspaceAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string ws, CancellationToken ct) =>
-        LockForUpsertAsync(conn, tx, ws, ct);
-
     /// <summary>
     /// Deletes live users by external_id: they lose their identifiers (which may then name new users) and leave every
     /// cohort; each cohort they left gets a new version, a change-log entry and a CohortUpdated. Returns the ordinals.
@@ -567,7 +563,8 @@ public sealed partial class UserDirectory(
     {
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
-        await LockWorkspaceAsync(conn, tx, ws, ct);
+        // The same directory lock as upserts (directory_version moves on, so matches made ahead are redone).
+        await LockForUpsertAsync(conn, tx, ws, ct);
 
         const string delete = """
             WITH u AS (

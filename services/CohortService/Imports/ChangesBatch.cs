@@ -29,9 +29,6 @@ public sealed record MatchedChanges(long DirectoryVersion, IReadOnlyList<Identif
 /// </summary>
 public static class ChangesBatch
 {
-    /// <summary>Nested-loop index lookups, as for snapshot chunks (see SnapshotChunkProcessor.StageAsync).</summary>
-    private const string PlannerSettings = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
-
     /// <summary>Matches one change import in a short transaction of its own, under the workspace share lock.</summary>
     public static async Task<MatchedChanges> PrepareAsync(NpgsqlDataSource dataSource, CohortExportReceived import, CancellationToken ct)
     {
@@ -60,7 +57,7 @@ public static class ChangesBatch
             DeviceIds = [.. changes.SelectMany(c => c.DeviceIds)],
             InvalidIdentifiers = [.. changes.SelectMany(c => c.InvalidIdentifiers)],
         };
-        await conn.ExecuteAsync(new CommandDefinition(PlannerSettings, transaction: tx, cancellationToken: ct));
+        await conn.ExecuteAsync(new CommandDefinition(IdentityMatcher.IndexLookupPlan, transaction: tx, cancellationToken: ct));
         var outcomes = await IdentityMatcher.MatchAsync(conn, tx, workspaceId, combined, ct);
 
         // The matcher returns all external ids, then all aliases, devices and invalid entries, each in input order:
@@ -124,8 +121,17 @@ public static class ChangesBatch
         }
 
         var applyStart = Stopwatch.GetTimestamp();
-        var outcomes = perImport.SelectMany(p => p).SelectMany(c => c).ToList();
-        var touched = outcomes.Where(o => o.Matched).Select(o => o.Ordinal!.Value).Distinct().Order().ToArray();
+        // Every user an import names, with the external id matching read (the events need no second look-up).
+        var externalIds = new Dictionary<int, string?>();
+        foreach (var o in perImport.SelectMany(p => p).SelectMany(c => c))
+        {
+            if (o.Ordinal is { } ordinal)
+            {
+                externalIds[ordinal] = o.ExternalId;
+            }
+        }
+
+        var touched = externalIds.Keys.Order().ToArray();
 
         // Only additions (the usual diff traffic): inserting every named user at once both writes the new members and
         // tells which were members already, one statement instead of a read and an insert.
@@ -196,16 +202,6 @@ public static class ChangesBatch
             var toDelete = initial.Where(o => !members.Contains(o)).Order().ToArray();
             await CohortRepository.InsertMembersAsync(conn, tx, cohort.Id, toInsert, ct);
             await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, toDelete, ct);
-        }
-
-        // Every added or removed user was matched above, and matching read their external ids: no second look-up.
-        var externalIds = new Dictionary<int, string?>(touched.Length);
-        foreach (var o in outcomes)
-        {
-            if (o.Ordinal is { } ordinal)
-            {
-                externalIds[ordinal] = o.ExternalId;
-            }
         }
 
         var results = new AppliedImport[imports.Count];

@@ -1,3 +1,4 @@
+using CohortBridge.CohortService.Data;
 using CohortBridge.Contracts;
 using Microsoft.Extensions.Options;
 
@@ -25,7 +26,7 @@ public sealed class CohortLanes(SequenceGate sequenceGate, IOptions<CohortsOptio
     public async Task<CohortUpdated?> ApplyInTurnAsync(
         CohortExportReceived message, Task<MatchedChanges?> prepared, ApplyBatch apply, CancellationToken ct)
     {
-        var key = $"{message.WorkspaceId}\n{message.Partner}\n{message.CohortId}";
+        var key = CohortSequences.Key(message);
         var lane = Enter(key);
         var mine = new Waiting(message, prepared);
         lock (lane)

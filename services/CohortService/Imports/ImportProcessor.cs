@@ -90,7 +90,7 @@ public sealed partial class ImportProcessor(
     public async Task<CohortUpdated?[]> ProcessBatchAsync(
         IReadOnlyList<CohortExportReceived> messages, CancellationToken ct, IReadOnlyList<MatchedChanges?>? prepared = null)
     {
-        if (!messages.All(IsSetBased) || messages.Select(CohortKey).Distinct().Count() != 1)
+        if (!messages.All(IsSetBased) || messages.Select(CohortSequences.Key).Distinct().Count() != 1)
         {
             throw new ArgumentException("A batch holds change imports of one cohort, each with change sets.", nameof(messages));
         }
@@ -98,21 +98,6 @@ public sealed partial class ImportProcessor(
         await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
         return await ApplyChangesAsync(messages, [.. messages.Select((_, i) => Task.FromResult(prepared?[i]))], ct);
     }
-
-    private static int IndexOf(IReadOnlyList<CohortExportReceived> messages, CohortExportReceived m)
-    {
-        for (var i = 0; i < messages.Count; i++)
-        {
-            if (ReferenceEquals(messages[i], m))
-            {
-                return i;
-            }
-        }
-
-        throw new InvalidOperationException("Message not in its batch.");
-    }
-
-    private static string CohortKey(CohortExportReceived m) => $"{m.WorkspaceId}\n{m.Partner}\n{m.CohortId}";
 
     /// <summary>
     /// Applies registered change imports of one cohort in one transaction with <see cref="ChangesBatch"/>: imports
@@ -130,7 +115,7 @@ public sealed partial class ImportProcessor(
         // Lock order import rows (by id) -> workspace row -> cohort row, as everywhere else.
         var lockStart = Stopwatch.GetTimestamp();
         var records = await ImportRepository.LockRecordsAsync(conn, tx, [.. messages.Select(m => m.ImportId).Distinct()], ct);
-        var todo = new List<CohortExportReceived>();
+        var todo = new List<int>();
         var events = new CohortUpdated?[messages.Count];
         var redelivered = new bool[messages.Count];
         for (var i = 0; i < messages.Count; i++)
@@ -138,27 +123,27 @@ public sealed partial class ImportProcessor(
             var record = records.GetValueOrDefault(messages[i].ImportId)
                 ?? throw new InvalidOperationException($"Import {messages[i].ImportId} was not registered.");
             var retryable = record.Status == ImportStatus.Failed && record.Error == RetriesExhausted;
-            if ((record.Status != ImportStatus.Processing && !retryable) || todo.Any(t => t.ImportId == messages[i].ImportId))
+            if ((record.Status != ImportStatus.Processing && !retryable) || todo.Any(t => messages[t].ImportId == messages[i].ImportId))
             {
                 redelivered[i] = true;
                 events[i] = record.PendingEvent is null ? null : CohortEvents.Deserialize(record.PendingEvent);
             }
             else
             {
-                todo.Add(messages[i]);
+                todo.Add(i);
             }
         }
 
         AppliedImport[] applied = [];
         if (todo.Count > 0)
         {
-            var m = todo[0];
+            var m = messages[todo[0]];
             var directoryVersion = await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
             var (cohort, created) = await CohortRepository.LockOrCreateCohortAsync(conn, tx, m.WorkspaceId, m.Partner, m.CohortId, m.CohortId, null, ct);
             ImportMetrics.LockWait(ImportMetrics.Since(lockStart));
-            var todoMatches = todo.Select(t => matches[IndexOf(messages, t)]).ToList();
             applied = await ChangesBatch.ApplyAsync(
-                conn, tx, cohort, created, todo, todoMatches, directoryVersion, options.Value.InlineChangeLimit, ct);
+                conn, tx, cohort, created, [.. todo.Select(t => messages[t])], [.. todo.Select(t => matches[t])], directoryVersion,
+                options.Value.InlineChangeLimit, ct);
         }
 
         var last = messages.Where(m => m.Sequence is not null).MaxBy(m => m.Sequence);
@@ -180,7 +165,7 @@ public sealed partial class ImportProcessor(
             sequenceGate.Advanced();
         }
 
-        var byId = todo.Select((t, j) => (t.ImportId, Result: applied[j])).ToDictionary(x => x.ImportId, x => x.Result);
+        var byId = todo.Select((t, j) => (messages[t].ImportId, Result: applied[j])).ToDictionary(x => x.ImportId, x => x.Result);
         for (var i = 0; i < messages.Count; i++)
         {
             var message = messages[i];

@@ -46,7 +46,7 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         }
 
         var start = Stopwatch.GetTimestamp();
-        var key = Key(message.WorkspaceId, message.Partner, message.CohortId);
+        var key = CohortSequences.Key(message);
         var poll = TimeSpan.FromMilliseconds(5);
         var readDatabase = true;
         while (true)
@@ -88,7 +88,7 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         await using var tx = await conn.BeginTransactionAsync(ct);
         await CohortSequences.AdvanceAsync(conn, tx, message.WorkspaceId, message.Partner, message.CohortId, sequence - 1, ct);
         await tx.CommitAsync(ct);
-        Remember(Key(message.WorkspaceId, message.Partner, message.CohortId), sequence - 1);
+        Remember(CohortSequences.Key(message), sequence - 1);
         Advanced();
     }
 
@@ -103,7 +103,7 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     {
         if (message.Sequence is { } sequence)
         {
-            Remember(Key(message.WorkspaceId, message.Partner, message.CohortId), sequence);
+            Remember(CohortSequences.Key(message), sequence);
         }
 
         Advanced();
@@ -111,8 +111,6 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
 
     private long Remember(string key, long applied) =>
         _applied.AddOrUpdate(key, applied, (_, known) => Math.Max(known, applied));
-
-    private static string Key(string workspaceId, string partner, string cohortId) => $"{workspaceId}\n{partner}\n{cohortId}";
 
     private static TaskCompletionSource NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -40,6 +40,14 @@ public static class IdentityMatcher
 {
     public const int MaxIdentifierLength = 512;
 
+    /// <summary>
+    /// For a transaction that matches thousands of identifiers against a directory of up to tens of millions of users:
+    /// index look-ups (nested loops) are what is cheap, but the default costs (random_page_cost 4, a cold-cache
+    /// assumption) make the planner hash the whole users table instead (measured: ~1.2 s per 10,000-identifier chunk
+    /// at 1M users instead of tens of milliseconds). SET LOCAL: only that transaction is affected.
+    /// </summary>
+    public const string IndexLookupPlan = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
     public static bool IsValid(string? value) => !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength;
 
     public static async Task<List<IdentifierOutcome>> MatchAsync(
