@@ -317,7 +317,7 @@ public sealed partial class ImportProcessor(
             // The cohort's later requests need not wait out the gap timeout for one that is in the error queue.
             await CohortSequences.AdvanceAsync(conn, tx, message, ct);
             await tx.CommitAsync(ct);
-            sequenceGate.Advanced();
+            sequenceGate.Advanced(message);
             Log.Failed(logger, message.WorkspaceId, message.CohortId, message.ImportId, error);
         }
         catch (NpgsqlException)

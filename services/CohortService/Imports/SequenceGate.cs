@@ -21,7 +21,7 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     /// <summary>Other replicas' commits are seen by polling at most this far apart.</summary>
     private static readonly TimeSpan MaxPoll = TimeSpan.FromMilliseconds(100);
 
-    private TaskCompletionSource _pulse = NewPulse();
+    private TaskCompletionSource<bool> _pulse = NewPulse();
 
     /// <summary>
     /// Sequences known to be applied, per cohort (a lower bound of <c>cohort_sequences.applied</c>: only committed
@@ -75,8 +75,10 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
                 return false;
             }
 
-            // A commit in this process (pulse) is known here; only a commit elsewhere needs the database (poll).
-            readDatabase = await Task.WhenAny(pulse, Task.Delay(poll, ct)) != pulse;
+            // A commit in this process whose sequence the pulse brought (true) is known here; a commit elsewhere (poll)
+            // or one that did not say its sequence (false: a snapshot finished by another chunk) needs the database.
+            var woke = await Task.WhenAny(pulse, Task.Delay(poll, ct));
+            readDatabase = woke != pulse || !pulse.Result;
             ct.ThrowIfCancellationRequested();
             poll = poll * 2 < MaxPoll ? poll * 2 : MaxPoll;
         }
@@ -89,11 +91,14 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         await CohortSequences.AdvanceAsync(conn, tx, message.WorkspaceId, message.Partner, message.CohortId, sequence - 1, ct);
         await tx.CommitAsync(ct);
         Remember(CohortSequences.Key(message), sequence - 1);
-        Advanced();
+        Pulse(known: true);
     }
 
-    /// <summary>Call after committing imports with sequences: waiters in this process look again at once.</summary>
-    public void Advanced() => Interlocked.Exchange(ref _pulse, NewPulse()).TrySetResult();
+    /// <summary>
+    /// Call after committing imports with sequences: waiters in this process look again at once (in the database, as
+    /// this does not say which sequence is now applied).
+    /// </summary>
+    public void Advanced() => Pulse(known: false);
 
     /// <summary>
     /// <see cref="Advanced()"/>, telling waiters the sequence now applied for the message's cohort, so that they need
@@ -106,13 +111,15 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
             Remember(CohortSequences.Key(message), sequence);
         }
 
-        Advanced();
+        Pulse(known: message.Sequence is not null);
     }
 
     private long Remember(string key, long applied) =>
         _applied.AddOrUpdate(key, applied, (_, known) => Math.Max(known, applied));
 
-    private static TaskCompletionSource NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private void Pulse(bool known) => Interlocked.Exchange(ref _pulse, NewPulse()).TrySetResult(known);
+
+    private static TaskCompletionSource<bool> NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static partial class Log
     {
