@@ -128,6 +128,34 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
     }
 
     [Fact]
+    public async Task Snapshot_FirstIntoNewCohort_AddsEachUserOnceThoughNamedSeveralTimes()
+    {
+        // A new cohort has no member, so its first snapshot inserts without a conflict check: users named twice (in one
+        // chunk, and across two chunks) must still be added once.
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws,
+            """{"external_id":"u1"}""", """{"external_id":"u2"}""", """{"device_ids":["dev-anon"]}""");
+        var ord = await host.OrdinalsAsync(ws);
+        var importId = Guid.NewGuid();
+        await host.Bus.Publish(Chunk(ws, "first", importId, 0, Ids("u1", "u2", "u1")));
+        await host.Bus.Publish(Chunk(ws, "first", importId, 1,
+            new SnapshotChunk { Sequence = 0, IsLast = false, ExternalIds = ["u2"], DeviceIds = ["dev-anon"] }, lastOf: 2));
+        var status = await host.WaitForImportAsync(ws, importId);
+
+        Assert.Equal("completed", status.GetProperty("status").GetString());
+        Assert.Equal(5, status.GetProperty("received").GetInt64());
+        Assert.Equal(3, status.GetProperty("added").GetInt64());
+        Assert.Equal(0, status.GetProperty("removed").GetInt64());
+        var (members, version, _) = await host.MembersAsync(ws, "first");
+        Assert.Equal(1, version);
+        Assert.Equal(new[] { ord["u1"], ord["u2"], 2 }.Order(), members);
+        var evt = await host.WaitForUpdateAsync(ws, "first", 1);
+        Assert.Equal(3, evt.AddedCount);
+        Assert.Equal(3, evt.MemberCount);
+        Assert.Equal((false, 0L), await StagingAsync(importId));
+    }
+
+    [Fact]
     public async Task Snapshot_DuplicatedChunkMessage_IsStagedOnce()
     {
         var ws = NewWorkspace();

@@ -22,7 +22,7 @@ public sealed record MatchedChanges(long DirectoryVersion, IReadOnlyList<Identif
 /// side by side, while it waited for its turn; or here, one statement per identifier kind for the whole batch, when a
 /// directory write came in between), the current membership of the users they name is read once, each import's net
 /// effect is worked out in memory (each import sees the ones before it, each change set the ones before it), and
-/// then one insert, one delete and one round trip for every version, change-log row and import row. Each import keeps
+/// then one COPY, one delete and one round trip for every version, change-log row and import row. Each import keeps
 /// its own statistics, version (+1 when it changes the cohort) and CohortUpdated, exactly as if applied alone.
 /// Only this last part runs one cohort at a time, which is why matching is moved out of it.
 /// The caller holds the import rows, the workspace share lock and the cohort row lock.
@@ -132,21 +132,7 @@ public static class ChangesBatch
         }
 
         var touched = externalIds.Keys.Order().ToArray();
-
-        // Only additions (the usual diff traffic): inserting every named user at once both writes the new members and
-        // tells which were members already, one statement instead of a read and an insert.
-        var onlyAdditions = imports.All(m => m.Changes!.All(c => !c.ShouldRemove));
-        HashSet<int> initial;
-        if (onlyAdditions)
-        {
-            initial = [.. touched];
-            initial.ExceptWith(await CohortRepository.AddMembersAsync(conn, tx, cohort, touched, ct));
-        }
-        else
-        {
-            initial = await CohortRepository.MembersAmongAsync(conn, tx, cohort.Id, touched, ct);
-        }
-
+        var initial = await CohortRepository.MembersAmongAsync(conn, tx, cohort.Id, touched, ct);
         var members = new HashSet<int>(initial);
 
         var revived = cohort.Archived;
@@ -196,13 +182,10 @@ public static class ChangesBatch
             pending[i] = (stats, added, removed, version, memberCount, changed);
         }
 
-        if (!onlyAdditions)
-        {
-            var toInsert = members.Where(o => !initial.Contains(o)).Order().ToArray();
-            var toDelete = initial.Where(o => !members.Contains(o)).Order().ToArray();
-            await CohortRepository.InsertMembersAsync(conn, tx, cohort.Id, toInsert, ct);
-            await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, toDelete, ct);
-        }
+        var toInsert = members.Where(o => !initial.Contains(o)).Order().ToArray();
+        var toDelete = initial.Where(o => !members.Contains(o)).Order().ToArray();
+        await CohortRepository.CopyMembersAsync(conn, cohort.Id, toInsert, ct);
+        await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, toDelete, ct);
 
         var results = new AppliedImport[imports.Count];
         await using var batch = new NpgsqlBatch(conn, tx);

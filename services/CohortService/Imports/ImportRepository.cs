@@ -42,9 +42,12 @@ public static class ImportRepository
     /// <summary>Makes the import known as processing (committed on its own, so the status endpoint sees it at once).</summary>
     public static async Task RegisterAsync(NpgsqlDataSource dataSource, CohortExportReceived m, CancellationToken ct)
     {
+        // The NOT EXISTS check reads without waiting: a snapshot's chunks all register the same import while other
+        // chunks hold its row (progress updates), and ON CONFLICT alone would queue each one behind those updates.
         const string sql = """
             INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
-            VALUES (@ImportId, @WorkspaceId, @Partner, @CohortId, @kind, 'processing', @OccurredAt)
+            SELECT @ImportId, @WorkspaceId, @Partner, @CohortId, @kind, 'processing', @OccurredAt
+            WHERE NOT EXISTS (SELECT 1 FROM imports WHERE import_id = @ImportId)
             ON CONFLICT (import_id) DO NOTHING
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);

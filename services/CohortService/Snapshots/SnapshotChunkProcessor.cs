@@ -179,8 +179,9 @@ public sealed partial class SnapshotChunkProcessor(
         var revived = cohort.Archived;
         cohort.Archived = false;
 
-        var removed = await SnapshotRepository.RemoveMissingAsync(conn, tx, cohort.Id, m.ImportId, ct);
-        var added = await SnapshotRepository.AddStagedAsync(conn, tx, cohort.Id, m.WorkspaceId, m.ImportId, ct);
+        var empty = !await SnapshotRepository.HasMembersAsync(conn, tx, cohort.Id, ct);
+        var removed = empty ? [] : await SnapshotRepository.RemoveMissingAsync(conn, tx, cohort.Id, m.ImportId, ct);
+        var added = await SnapshotRepository.AddStagedAsync(conn, tx, cohort.Id, m.WorkspaceId, m.ImportId, empty, ct);
         var changed = created || revived || added.Length > 0 || removed.Length > 0;
         CohortUpdated? evt = null;
         if (changed)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using CohortBridge.CohortService.Data;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.Contracts;
 using Dapper;
@@ -160,6 +161,13 @@ public static class SnapshotRepository
         return conn.QuerySingleAsync<(long, int?)>(new CommandDefinition(sql, new { importId }, tx, cancellationToken: ct));
     }
 
+    /// <summary>Whether the cohort has any member (an index probe).</summary>
+    public static Task<bool> HasMembersAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, CancellationToken ct)
+    {
+        const string sql = "SELECT EXISTS (SELECT 1 FROM memberships WHERE cohort_pk = @cohortPk)";
+        return conn.ExecuteScalarAsync<bool>(new CommandDefinition(sql, new { cohortPk }, tx, cancellationToken: ct));
+    }
+
     /// <summary>Members not in the snapshot leave the cohort; returns their ordinals.</summary>
     public static async Task<int[]> RemoveMissingAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, Guid importId, CancellationToken ct)
     {
@@ -177,10 +185,12 @@ public static class SnapshotRepository
     /// <summary>
     /// Staged users not yet members join the cohort, in ordinal order (index-friendly); returns their ordinals. Chunks
     /// were matched as they arrived, so users deleted since the snapshot began are left out here (deletion holds the
-    /// workspace lock the caller now shares, so none is deleted meanwhile).
+    /// workspace lock the caller now shares, so none is deleted meanwhile). <paramref name="intoEmpty"/>: the cohort has
+    /// no member (the caller holds its row lock, which every membership writer takes), so the distinct staged users are
+    /// read once and binary-COPYed in: about twice as fast as the insert with a conflict check that other cohorts need.
     /// </summary>
     public static async Task<int[]> AddStagedAsync(
-        NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, string ws, Guid importId, CancellationToken ct)
+        NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, string ws, Guid importId, bool intoEmpty, CancellationToken ct)
     {
         const string deletedSince = """
             SELECT u.ordinal FROM users u
@@ -197,7 +207,22 @@ public static class SnapshotRepository
             ON CONFLICT (cohort_pk, ordinal) DO NOTHING
             RETURNING ordinal
             """;
+        const string staged = $"""
+            SET LOCAL work_mem = '256MB';
+            SELECT DISTINCT s.ordinal
+            FROM {StagingToken} s
+            WHERE s.ordinal <> ALL(@deleted)
+            ORDER BY s.ordinal
+            """;
         var deleted = (await conn.QueryAsync<int>(new CommandDefinition(deletedSince, new { ws, importId }, tx, cancellationToken: ct))).ToArray();
+        if (intoEmpty)
+        {
+            var all = (await conn.QueryAsync<int>(new CommandDefinition(
+                WithStaging(staged, importId), new { deleted }, tx, commandTimeout: 0, cancellationToken: ct))).AsList().ToArray();
+            await CohortRepository.CopyMembersAsync(conn, cohortPk, all, ct);
+            return all;
+        }
+
         var rows = await conn.QueryAsync<int>(new CommandDefinition(
             WithStaging(insert, importId), new { cohortPk, deleted }, tx, commandTimeout: 0, cancellationToken: ct));
         return rows.AsList().ToArray();
