@@ -9,5 +9,6 @@ for entry in "${SERVICES[@]}"; do
 done
 dotnet build bench/Benchmarks/Benchmarks.csproj -c Release -nologo -clp:ErrorsOnly -v q
 export PLATFORM_ADMIN_TOKEN="$ADMIN_TOKEN"
+export BENCH_BROKER_API="${BENCH_BROKER_API:-http://guest:guest@127.0.0.1:$MGMT_PORT/}"
 export BENCH_POSTGRES="${BENCH_POSTGRES:-Host=127.0.0.1;Port=$PG_PORT;Username=postgres;Database=postgres}"
 exec dotnet bench/Benchmarks/bin/Release/net10.0/CohortBridge.Benchmarks.dll

@@ -13,6 +13,8 @@ void Row(string what, string value, string note = "") { rows.Add((what, value, n
 string F(double v, string format = "N0") => v.ToString(format, CultureInfo.InvariantCulture);
 
 using var platform = new PlatformClient(settings);
+// Each timed figure starts once the previous step's asynchronous work is done (every broker queue empty).
+Task Quiet() => platform.WaitForQuietAsync(TimeSpan.FromMinutes(15));
 await platform.EnsureReadyAsync();
 await platform.CreateTenantAsync();
 var n = settings.Users;
@@ -32,6 +34,7 @@ await using var baseline = new PhysicalBaseline(settings);
 await baseline.SetUpAsync(n);
 
 // 3. Snapshot import of every user: first byte to `completed`.
+await Quiet();
 sw.Restart();
 var snapshotImport = await platform.PutSnapshotAsync("bench-all", Enumerable.Range(0, n).Select(SyntheticWorkspace.SnapshotLine));
 var snapshotStatus = await platform.WaitForImportAsync(snapshotImport, TimeSpan.FromMinutes(30), TimeSpan.FromMilliseconds(250));
@@ -42,6 +45,7 @@ if (snapshotMatched != n)
     throw new InvalidOperationException($"snapshot matched {snapshotMatched} of {n} users");
 }
 
+await Quiet();
 var snapshotBaseline = await baseline.ImportAsync(Enumerable.Range(0, n));
 figures["snapshot_10m_seconds"] = Math.Round(snapshotSeconds, 2);
 figures["snapshot_baseline_seconds"] = Math.Round(snapshotBaseline, 2);
@@ -54,6 +58,7 @@ var batches = diffUsers.Chunk(1000).ToArray();
 var latencies = new ConcurrentBag<double>();
 var lastImports = new ConcurrentBag<string>();
 var next = -1;
+await Quiet();
 sw.Restart();
 await Task.WhenAll(Enumerable.Range(0, settings.DiffClients).Select(async _ =>
 {
@@ -79,6 +84,7 @@ foreach (var id in lastImports)
 
 var diffSeconds = sw.Elapsed.TotalSeconds;
 var diffIdsPerSecond = diffUsers.Length / diffSeconds;
+await Quiet();
 var diffBaselineSeconds = await baseline.ImportAsync(diffUsers);
 var baselineIdsPerSecond = diffUsers.Length / diffBaselineSeconds;
 figures["diff_ids_per_second"] = Math.Round(diffIdsPerSecond);
@@ -130,6 +136,7 @@ Row("segment evaluation", $"{F(inService.MedianMs * 1000, "F0")} µs in process"
 Row("projection size", $"{F(inService.BytesPerMember, "F3")} bytes/member", "(serialized bitmaps of the three cohorts; target <= 1)");
 
 // 6. Membership checks over HTTP.
+await Quiet();
 var checkTimes = new ConcurrentBag<double>();
 var checkEnd = DateTime.UtcNow.AddSeconds(settings.CheckSeconds);
 var checkWatch = Stopwatch.StartNew();
@@ -157,6 +164,7 @@ figures["check_p99_ms"] = Math.Round(Stats.Percentile(checks, 99), 3);
 Row("membership checks", $"{F(figures["check_per_second"])} /s", $"(p50 {F(figures["check_p50_ms"], "F2")} ms, p99 {F(figures["check_p99_ms"], "F2")} ms, {settings.CheckConcurrency} concurrent; target >= 20,000/s, p99 < 5 ms)");
 
 // 7. Freshness: from the 202 of a small import to the segment size changing.
+await Quiet();
 var freshUsers = SyntheticWorkspace.IdentifiedUsers(n).Take(settings.FreshnessSamples + 1).ToArray();
 await platform.WaitForImportAsync(await platform.PostChangesAsync("bench-fresh", ["u" + freshUsers[0]]), TimeSpan.FromMinutes(1));
 // SegmentService learns the new cohort from CohortUpdated; a segment naming it is accepted from then on.

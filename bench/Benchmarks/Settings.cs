@@ -13,6 +13,13 @@ internal sealed record Settings
     /// <summary>The same PostgreSQL server the platform uses, for the physical baseline and the SQL comparison.</summary>
     public string Postgres { get; init; } = Str("BENCH_POSTGRES", "Host=127.0.0.1;Port=54329;Username=postgres;Database=postgres");
 
+    /// <summary>
+    /// RabbitMQ's management API (guest on the private broker of make up). Before each timed figure the benchmark waits
+    /// until every queue is empty, so a figure does not also pay for the previous step's asynchronous work (for example
+    /// SegmentService still taking in a 10M-user directory).
+    /// </summary>
+    public string BrokerApi { get; init; } = Str("BENCH_BROKER_API", "http://guest:guest@127.0.0.1:56731/");
+
     public int DiffIdentifiers { get; init; } = Int("BENCH_DIFF_IDS", 1_000_000);
     public int DiffClients { get; init; } = Int("BENCH_DIFF_CLIENTS", 8);
     public int FreshnessSamples { get; init; } = Int("BENCH_FRESHNESS_SAMPLES", 50);

@@ -207,18 +207,10 @@ public static class SnapshotRepository
             ON CONFLICT (cohort_pk, ordinal) DO NOTHING
             RETURNING ordinal
             """;
-        const string staged = $"""
-            SET LOCAL work_mem = '256MB';
-            SELECT DISTINCT s.ordinal
-            FROM {StagingToken} s
-            WHERE s.ordinal <> ALL(@deleted)
-            ORDER BY s.ordinal
-            """;
         var deleted = (await conn.QueryAsync<int>(new CommandDefinition(deletedSince, new { ws, importId }, tx, cancellationToken: ct))).ToArray();
         if (intoEmpty)
         {
-            var all = (await conn.QueryAsync<int>(new CommandDefinition(
-                WithStaging(staged, importId), new { deleted }, tx, commandTimeout: 0, cancellationToken: ct))).AsList().ToArray();
+            var all = await DistinctStagedAsync(conn, importId, deleted, ct);
             await CohortRepository.CopyMembersAsync(conn, cohortPk, all, ct);
             return all;
         }
@@ -226,6 +218,60 @@ public static class SnapshotRepository
         var rows = await conn.QueryAsync<int>(new CommandDefinition(
             WithStaging(insert, importId), new { cohortPk, deleted }, tx, commandTimeout: 0, cancellationToken: ct));
         return rows.AsList().ToArray();
+    }
+
+    /// <summary>
+    /// The staged ordinals without duplicates and without <paramref name="deleted"/>, ascending. They are read with a
+    /// binary COPY and sorted in a bitmap here: ordinals are dense per workspace, so the bitmap is one bit per user
+    /// (1.25 MB for 10M), where <c>SELECT DISTINCT ... ORDER BY</c> sorted 10M rows on disk in 14 s.
+    /// </summary>
+    private static async Task<int[]> DistinctStagedAsync(NpgsqlConnection conn, Guid importId, int[] deleted, CancellationToken ct)
+    {
+        const string copy = $"COPY {StagingToken} (ordinal) TO STDOUT (FORMAT BINARY)";
+        var bits = new ulong[1024];
+        var count = 0;
+        await using (var reader = await conn.BeginBinaryExportAsync(WithStaging(copy, importId), ct))
+        {
+            while (await reader.StartRowAsync(ct) != -1)
+            {
+                var ordinal = await reader.ReadAsync<int>(NpgsqlDbType.Integer, ct);
+                var word = ordinal >> 6;
+                if (word >= bits.Length)
+                {
+                    Array.Resize(ref bits, Math.Max(bits.Length * 2, word + 1));
+                }
+
+                var mask = 1UL << (ordinal & 63);
+                if ((bits[word] & mask) == 0)
+                {
+                    bits[word] |= mask;
+                    count++;
+                }
+            }
+        }
+
+        foreach (var ordinal in deleted)
+        {
+            var word = ordinal >> 6;
+            var mask = 1UL << (ordinal & 63);
+            if (word < bits.Length && (bits[word] & mask) != 0)
+            {
+                bits[word] &= ~mask;
+                count--;
+            }
+        }
+
+        var result = new int[count];
+        var next = 0;
+        for (var word = 0; word < bits.Length; word++)
+        {
+            for (var rest = bits[word]; rest != 0; rest &= rest - 1)
+            {
+                result[next++] = (word << 6) + System.Numerics.BitOperations.TrailingZeroCount(rest);
+            }
+        }
+
+        return result;
     }
 
     /// <summary>Completes the import: its counts were summed chunk by chunk, this adds the outcome of the diff.</summary>
