@@ -108,6 +108,8 @@ public sealed partial class ProjectionStartup(
             }
             catch (Exception ex) when (ex is HttpRequestException or TimeoutException or InvalidDataException
                                            or System.Text.Json.JsonException
+                                           // An open circuit or a resilience timeout while CohortService is down: retry, not stop the host.
+                                           or Polly.ExecutionRejectedException
                                            || (ex is TaskCanceledException && !ct.IsCancellationRequested))
             {
                 LogCatchUpFailed(ex);
