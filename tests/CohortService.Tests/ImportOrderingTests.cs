@@ -1,4 +1,6 @@
+using System.Text.Json;
 using CohortBridge.Contracts;
+using CohortBridge.Testing;
 using Dapper;
 using static CohortBridge.CohortService.Tests.CohortServiceHost;
 
@@ -70,7 +72,14 @@ public sealed class ImportOrderingTests : IAsyncLifetime
         var second = Sequenced(Changes(ws, "gap", Add("u2")), 2);
         await _host.Bus.Publish(second);
 
-        // Sequence 1 is missing: sequence 2 waits for it (the gap timeout is 4 s here) instead of applying at once.
+        // Sequence 1 is missing: sequence 2 waits for it (the gap timeout is 4 s here) instead of applying at once. The
+        // import shows as soon as it is consumed (on a loaded machine that took over a second once), then keeps waiting.
+        var seen = await Eventually.UntilAsync(async () =>
+        {
+            using var response = await _host.Service.Client.GetAsync($"internal/workspaces/{ws}/imports/{second.ImportId}");
+            return response.IsSuccessStatusCode ? JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone() : default;
+        }, e => e.ValueKind == JsonValueKind.Object, because: "the import is registered once consumed");
+        Assert.Equal("processing", seen.GetProperty("status").GetString());
         await Task.Delay(TimeSpan.FromSeconds(1));
         Assert.Equal("processing", (await _host.GetJsonAsync(_host.Service.Client, $"internal/workspaces/{ws}/imports/{second.ImportId}"))
             .GetProperty("status").GetString());
