@@ -26,6 +26,7 @@ public static class CohortServiceHosting
         builder.Services.AddSingleton<IImportHandler, ArchiveImportHandler>();
         builder.Services.AddSingleton<SequenceGate>();
         builder.Services.AddSingleton<CohortLanes>();
+        builder.Services.AddSingleton<Matching.MatchingSlots>();
         builder.Services.AddSingleton<ImportProcessor>();
         builder.Services.AddSingleton<OutboxSignal>();
         builder.Services.AddSingleton<UserDirectory>();

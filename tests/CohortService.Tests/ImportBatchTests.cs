@@ -36,6 +36,7 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
             [new NameImportHandler(), new ChangesImportHandler(), new ArchiveImportHandler()],
             gate,
             new CohortLanes(gate, options),
+            new Matching.MatchingSlots(options),
             options,
             NullLogger<ImportProcessor>.Instance);
     }

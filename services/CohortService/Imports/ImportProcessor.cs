@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using CohortBridge.CohortService.Data;
+using CohortBridge.CohortService.Matching;
 using CohortBridge.Contracts;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -18,6 +19,7 @@ public sealed partial class ImportProcessor(
     IEnumerable<IImportHandler> handlers,
     SequenceGate sequenceGate,
     CohortLanes lanes,
+    MatchingSlots matchingSlots,
     IOptions<CohortsOptions> options,
     ILogger<ImportProcessor> logger)
 {
@@ -25,7 +27,6 @@ public sealed partial class ImportProcessor(
     public const string RetriesExhausted = "the import could not be applied; an operator has been alerted";
 
     private readonly Dictionary<CohortExportKind, IImportHandler> _handlers = handlers.ToDictionary(h => h.Kind);
-    private readonly SemaphoreSlim _matchSlots = new(Math.Max(1, options.Value.MatchConcurrency));
 
     /// <summary>
     /// Returns the event to publish after commit (null when the import changed no cohort). The import shows as
@@ -54,15 +55,7 @@ public sealed partial class ImportProcessor(
         {
             // Matching ahead needs no more parallelism than the database has cores: more only takes CPU from the
             // transaction that writes a busy cohort's memberships, which is what limits its throughput.
-            await _matchSlots.WaitAsync(ct);
-            try
-            {
-                return await ChangesBatch.PrepareAsync(dataSource, message, ct);
-            }
-            finally
-            {
-                _matchSlots.Release();
-            }
+            return await matchingSlots.RunAsync<MatchedChanges?>(async () => await ChangesBatch.PrepareAsync(dataSource, message, ct), ct);
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
         {

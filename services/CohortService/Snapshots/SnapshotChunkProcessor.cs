@@ -21,7 +21,8 @@ namespace CohortBridge.CohortService.Snapshots;
 /// completes the set before that turn leaves the replacement to the last chunk's consumer.
 /// </summary>
 public sealed partial class SnapshotChunkProcessor(
-    NpgsqlDataSource dataSource, SequenceGate sequenceGate, IOptions<CohortsOptions> options, ILogger<SnapshotChunkProcessor> logger)
+    NpgsqlDataSource dataSource, SequenceGate sequenceGate, MatchingSlots matchingSlots, IOptions<CohortsOptions> options,
+    ILogger<SnapshotChunkProcessor> logger)
 {
     public const string InvalidChunk = "snapshot chunk without content";
 
@@ -42,7 +43,7 @@ public sealed partial class SnapshotChunkProcessor(
             return null;
         }
 
-        await StageAsync(message, chunk, ct);
+        await matchingSlots.RunAsync(() => StageAsync(message, chunk, ct), ct);
         if (chunk.IsLast)
         {
             await sequenceGate.WaitForTurnAsync(message, ct);
