@@ -586,20 +586,26 @@ public sealed partial class UserDirectory(
             return ordinals;
         }
 
-        // Lock the affected cohorts in id order (as imports would), then remove the users in one statement.
+        // Lock the affected cohorts in id order (as imports would), then remove the users in one statement. Memberships
+        // are found by one index probe per (cohort, ordinal): `ordinal = ANY(@ordinals)` was applied as a filter over the
+        // whole cohort when the statistics did not know the cohort yet (CohortRepository.MembersAmongAsync).
         const string lockCohorts = """
             SELECT c.id FROM cohorts c
             WHERE c.workspace_id = @ws
-              AND EXISTS (SELECT 1 FROM memberships m WHERE m.cohort_pk = c.id AND m.ordinal = ANY(@ordinals))
+              AND EXISTS (
+                  SELECT 1 FROM unnest(@ordinals::int[]) AS o,
+                      LATERAL (SELECT 1 FROM memberships m WHERE m.cohort_pk = c.id AND m.ordinal = o LIMIT 1) AS member)
             ORDER BY c.id FOR UPDATE
             """;
         await conn.ExecuteAsync(new CommandDefinition(lockCohorts, new { ws, ordinals }, tx, cancellationToken: ct));
 
         const string leave = """
             WITH gone AS (
-                DELETE FROM memberships m USING cohorts wc
-                WHERE wc.workspace_id = @ws AND m.cohort_pk = wc.id AND m.ordinal = ANY(@ordinals)
-                RETURNING m.cohort_pk, m.ordinal
+                DELETE FROM memberships WHERE ctid = ANY(ARRAY(
+                    SELECT member.ctid FROM cohorts wc, unnest(@ordinals::int[]) AS o,
+                        LATERAL (SELECT m.ctid FROM memberships m WHERE m.cohort_pk = wc.id AND m.ordinal = o LIMIT 1) AS member
+                    WHERE wc.workspace_id = @ws))
+                RETURNING cohort_pk, ordinal
             ), per AS (
                 SELECT cohort_pk, array_agg(ordinal ORDER BY ordinal) AS removed FROM gone GROUP BY cohort_pk
             ), c AS (
