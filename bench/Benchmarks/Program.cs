@@ -13,7 +13,7 @@ void Row(string what, string value, string note = "") { rows.Add((what, value, n
 string F(double v, string format = "N0") => v.ToString(format, CultureInfo.InvariantCulture);
 
 using var platform = new PlatformClient(settings);
-// Each timed figure starts once the previous step's asynchronous work is done (every broker queue empty).
+// Each timed figure starts once the previous step's asynchronous work is done (broker queues empty, no autovacuum).
 Task Quiet() => platform.WaitForQuietAsync(TimeSpan.FromMinutes(15));
 await platform.EnsureReadyAsync();
 await platform.CreateTenantAsync();
