@@ -86,7 +86,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Equal(1, before.GetProperty("cohort_version").GetInt64());
         var importId = Guid.NewGuid();
 
-        // Out of order: the chunks are matched and staged as they come, applied when the set is complete.
+        // Out of order: the chunks are staged as they come, matched and applied when the set is complete.
         await host.Bus.Publish(Chunk(ws, "weekly", importId, 1, new SnapshotChunk
         {
             Sequence = 0,
@@ -98,7 +98,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         var running = await WaitForProgressAsync(ws, importId, 5);
         Assert.Equal("processing", running.GetProperty("status").GetString());
         Assert.Equal(5, running.GetProperty("received").GetInt64());
-        Assert.Equal(4, running.GetProperty("matched").GetInt64());
+        Assert.Equal(0, running.GetProperty("matched").GetInt64());
         Assert.Equal(1, (await host.MembersAsync(ws, "weekly")).Version);
 
         await host.Bus.Publish(Chunk(ws, "weekly", importId, 2,
@@ -252,6 +252,83 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Equal("completed", status.GetProperty("status").GetString());
         Assert.Equal(1, status.GetProperty("added").GetInt64());
         Assert.Equal(new[] { 0 }, (await host.MembersAsync(ws, "late-delete")).Ordinals);
+    }
+
+    [Fact]
+    public async Task Snapshot_EveryKindOfIdentifier_MatchedByTheRulesOfEveryImportWithReasons()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws,
+            """{"external_id":"known","aliases":[{"alias_name":"crm","alias_label":"k-1"}]}""",
+            """{"device_ids":["dev-anon"],"aliases":[{"alias_name":"crm","alias_label":"a-1"}]}""",
+            """{"external_id":"later","device_ids":["dev-identified"]}""");
+        var ord = await host.OrdinalsAsync(ws);
+        var importId = Guid.NewGuid();
+
+        await host.Bus.Publish(Chunk(ws, "kinds", importId, 0, new SnapshotChunk
+        {
+            Sequence = 0,
+            IsLast = false,
+            ExternalIds = ["known", "missing", new string('x', 513)],
+            Aliases = [new UserAlias { AliasName = "crm", AliasLabel = "k-1" }, new UserAlias { AliasName = "crm", AliasLabel = "a-1" },
+                new UserAlias { AliasName = "crm", AliasLabel = "none" }, new UserAlias { AliasName = "crm", AliasLabel = "" }],
+            DeviceIds = ["dev-anon", "dev-identified", "dev-unknown"],
+        }));
+        await WaitForProgressAsync(ws, importId, 10);
+        await host.Bus.Publish(Chunk(ws, "kinds", importId, 1, Ids("known"), lastOf: 2));
+        var status = await host.WaitForImportAsync(ws, importId);
+
+        Assert.Equal("completed", status.GetProperty("status").GetString());
+        Assert.Equal(11, status.GetProperty("received").GetInt64());
+        // known (twice, by external id and by alias), the anonymous user (by alias and by device id).
+        Assert.Equal(5, status.GetProperty("matched").GetInt64());
+        Assert.Equal(1, Unmatched(status, "unknown_external_id"));
+        Assert.Equal(1, Unmatched(status, "unknown_alias"));
+        Assert.Equal(1, Unmatched(status, "unknown_device_id"));
+        Assert.Equal(1, Unmatched(status, "device_id_of_identified_user"));
+        Assert.Equal(2, Unmatched(status, "invalid_identifier"));
+        var sample = status.GetProperty("unmatched_sample").EnumerateArray().Select(e => e.GetString()).ToList();
+        Assert.Contains("missing", sample);
+        Assert.Contains("crm:none", sample);
+        Assert.Contains("dev-unknown", sample);
+        Assert.Contains("dev-identified", sample);
+        Assert.Equal(new[] { ord["known"], 1 }.Order(), (await host.MembersAsync(ws, "kinds")).Ordinals);
+    }
+
+    [Fact]
+    public async Task Snapshot_DirectoryWriteWhileMatching_IsMatchedAgainUnderTheDirectoryLock()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"stays"}""", """{"external_id":"leaves"}""");
+        var importId = Guid.NewGuid();
+        await host.Bus.Publish(Chunk(ws, "race", importId, 0, Ids("stays", "leaves")));
+        await WaitForProgressAsync(ws, importId, 2);
+
+        // A directory write in progress (as UserDirectory does it: the workspace row updated, directory_version + 1, the
+        // user deleted), committed only once the snapshot has matched and waits for the directory lock: the match saw
+        // "leaves" live, so only matching again keeps the deleted user out.
+        await using (var writer = await host.OpenAsync())
+        {
+            await using var tx = await writer.BeginTransactionAsync();
+            await writer.ExecuteAsync("""
+                UPDATE workspaces SET directory_version = directory_version + 1 WHERE workspace_id = @ws;
+                UPDATE users SET deleted_at = now() WHERE workspace_id = @ws AND external_id = 'leaves';
+                """, new { ws }, tx);
+            await host.Bus.Publish(Chunk(ws, "race", importId, 1, lastOf: 2));
+            await Eventually.UntilAsync(
+                () => writer.ExecuteScalarAsync<long>("""
+                    SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                    WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE '%workspaces%'
+                    """),
+                n => n > 0, because: "the snapshot waits for the directory lock after matching");
+            await tx.CommitAsync();
+        }
+
+        var status = await host.WaitForImportAsync(ws, importId);
+        Assert.Equal("completed", status.GetProperty("status").GetString());
+        Assert.Equal(1, status.GetProperty("matched").GetInt64());
+        Assert.Equal(1, Unmatched(status, "unknown_external_id"));
+        Assert.Equal(new[] { 0 }, (await host.MembersAsync(ws, "race")).Ordinals);
     }
 
     [Fact]

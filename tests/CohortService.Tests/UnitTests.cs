@@ -80,4 +80,28 @@ public sealed class UnitTests
         Assert.Equal(stats.Received, stats.Matched + stats.Unmatched.Values.Sum());
         Assert.Equal(20, stats.UnmatchedSample.Count);
     }
+
+    [Fact]
+    public void OrdinalSet_RandomSets_ExceptEqualsSortedSetDifference()
+    {
+        // Ordinals around word boundaries and far beyond the initial capacity (the set grows).
+        var ordinal = Gen.OneOf(Gen.Int[0, 200], Gen.Int[60_000, 70_000], Gen.Int[0, 3_000_000]);
+        Gen.Select(ordinal.Array[0, 300], ordinal.Array[0, 300]).Sample((left, right) =>
+        {
+            var a = new Snapshots.OrdinalSet();
+            var b = new Snapshots.OrdinalSet();
+            foreach (var o in left)
+            {
+                a.Add(o);
+            }
+
+            foreach (var o in right)
+            {
+                b.Add(o);
+            }
+
+            Assert.Equal(left.Except(right).Order(), a.Except(b));
+            Assert.Equal(right.Except(left).Order(), b.Except(a));
+        });
+    }
 }

@@ -19,19 +19,24 @@ public sealed class ImportStatistics
     {
         foreach (var outcome in outcomes)
         {
-            Received++;
-            if (outcome.Matched)
-            {
-                Matched++;
-                continue;
-            }
+            Count(outcome);
+        }
+    }
 
-            var reason = outcome.Reason ?? UnmatchedReason.InvalidIdentifier;
-            Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + 1;
-            if (UnmatchedSample.Count < SampleSize)
-            {
-                UnmatchedSample.Add(outcome.Display.Length > SampleValueLength ? outcome.Display[..SampleValueLength] + "…" : outcome.Display);
-            }
+    public void Count(in IdentifierOutcome outcome)
+    {
+        Received++;
+        if (outcome.Matched)
+        {
+            Matched++;
+            return;
+        }
+
+        var reason = outcome.Reason ?? UnmatchedReason.InvalidIdentifier;
+        Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + 1;
+        if (UnmatchedSample.Count < SampleSize)
+        {
+            UnmatchedSample.Add(outcome.Display.Length > SampleValueLength ? outcome.Display[..SampleValueLength] + "…" : outcome.Display);
         }
     }
 }

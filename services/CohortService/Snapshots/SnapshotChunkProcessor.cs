@@ -2,7 +2,6 @@ using CohortBridge.CohortService.Data;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.CohortService.Matching;
 using CohortBridge.Contracts;
-using Dapper;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -10,18 +9,18 @@ namespace CohortBridge.CohortService.Snapshots;
 
 /// <summary>
 /// Applies the chunks of a streamed snapshot (<see cref="CohortExportKind.SnapshotChunk"/>).
-/// Each chunk, once: its identifiers are matched with <see cref="IdentityMatcher"/> (the rules of every import), the
-/// matched ordinals are binary-COPYed into the snapshot's staging table and the chunk's counts are added to the import
-/// (progress). When chunks 0..ChunkCount-1 are all staged, whichever chunk completed the set replaces the cohort's
-/// membership in one transaction: removed = members EXCEPT staged, added = staged EXCEPT members, one version, one
-/// change-log entry, one CohortUpdated (MustReread when large), staging dropped. An aborted snapshot, or one the
+/// Each chunk, once: its valid identifiers are binary-COPYed, as sent, into the snapshot's staging table, and its
+/// counts (received, invalid) are added to the import (progress). When chunks 0..ChunkCount-1 are all staged,
+/// whichever chunk completed the set matches them all with one statement (the rules of <see cref="IdentityMatcher"/>)
+/// and replaces the cohort's membership in one transaction: removed = members EXCEPT matched, added = matched EXCEPT
+/// members, one version, one change-log entry, one CohortUpdated (MustReread when large), staging dropped. An aborted snapshot, or one the
 /// sweeper times out, changes nothing: the import fails and its staging is dropped.
 /// The replacement also waits for its turn in the cohort's request order: the last chunk carries the snapshot's
 /// sequence; its consumer stages, then waits for the previous request (<see cref="SequenceGate"/>); a chunk that
 /// completes the set before that turn leaves the replacement to the last chunk's consumer.
 /// </summary>
 public sealed partial class SnapshotChunkProcessor(
-    NpgsqlDataSource dataSource, SequenceGate sequenceGate, MatchingSlots matchingSlots, IOptions<CohortsOptions> options,
+    NpgsqlDataSource dataSource, SequenceGate sequenceGate, IOptions<CohortsOptions> options,
     ILogger<SnapshotChunkProcessor> logger)
 {
     public const string InvalidChunk = "snapshot chunk without content";
@@ -43,7 +42,7 @@ public sealed partial class SnapshotChunkProcessor(
             return null;
         }
 
-        await matchingSlots.RunAsync(() => StageAsync(message, chunk, ct), ct);
+        await StageAsync(message, chunk, ct);
         if (chunk.IsLast)
         {
             await sequenceGate.WaitForTurnAsync(message, ct);
@@ -70,26 +69,9 @@ public sealed partial class SnapshotChunkProcessor(
             return;
         }
 
-        await conn.ExecuteAsync(new CommandDefinition(IdentityMatcher.IndexLookupPlan, transaction: tx, cancellationToken: ct));
-        var outcomes = await IdentityMatcher.MatchAsync(conn, tx, m.WorkspaceId, new CohortChange
-        {
-            ExternalIds = chunk.ExternalIds,
-            DeviceIds = chunk.DeviceIds,
-            Aliases = chunk.Aliases,
-            InvalidIdentifiers = chunk.InvalidIdentifiers,
-        }, ct);
-        var stats = new ImportStatistics();
-        stats.Count(outcomes);
-        var ordinals = new List<int>((int)stats.Matched);
-        foreach (var outcome in outcomes)
-        {
-            if (outcome.Ordinal is { } ordinal)
-            {
-                ordinals.Add(ordinal);
-            }
-        }
-
-        if (!await SnapshotRepository.InsertChunkAsync(conn, tx, m.ImportId, chunk, stats.Received, stats.Matched, ct))
+        var (identifiers, invalid) = Split(chunk);
+        var received = identifiers.Count + invalid.Count;
+        if (!await SnapshotRepository.InsertChunkAsync(conn, tx, m.ImportId, chunk, received, ct))
         {
             // A concurrent delivery of this chunk committed first.
             await tx.RollbackAsync(ct);
@@ -101,10 +83,55 @@ public sealed partial class SnapshotChunkProcessor(
             await SnapshotRepository.SetSequenceAsync(conn, tx, m.ImportId, sequence, ct);
         }
 
-        await SnapshotRepository.StageOrdinalsAsync(conn, m.ImportId, ordinals, ct);
-        await SnapshotRepository.AddProgressAsync(conn, tx, m.ImportId, stats, ct);
+        await SnapshotRepository.StageIdentifiersAsync(conn, m.ImportId, identifiers, ct);
+        var stats = new ImportStatistics();
+        stats.Count(invalid);
+        await SnapshotRepository.AddCountsAsync(conn, tx, m.ImportId, received, stats, ct);
         await tx.CommitAsync(ct);
-        Log.ChunkStaged(logger, m.ImportId, chunk.Sequence, stats.Received, stats.Matched);
+        Log.ChunkStaged(logger, m.ImportId, chunk.Sequence, received, invalid.Count);
+    }
+
+    /// <summary>
+    /// The chunk's identifiers to stage, and the invalid ones (counted at once, by the rules of
+    /// <see cref="IdentityMatcher"/>): empty, too long, an alias without name or label, or a line the gateway could not read.
+    /// </summary>
+    private static (List<StagedIdentifier> Valid, List<IdentifierOutcome> Invalid) Split(SnapshotChunk chunk)
+    {
+        var valid = new List<StagedIdentifier>(chunk.ExternalIds.Count + chunk.Aliases.Count + chunk.DeviceIds.Count);
+        var invalid = new List<IdentifierOutcome>();
+        foreach (var id in chunk.ExternalIds)
+        {
+            Add(IdentifierKind.ExternalId, id, null, id);
+        }
+
+        foreach (var alias in chunk.Aliases)
+        {
+            Add(IdentifierKind.Alias, alias?.AliasName, alias?.AliasLabel ?? "", $"{alias?.AliasName}:{alias?.AliasLabel}");
+        }
+
+        foreach (var id in chunk.DeviceIds)
+        {
+            Add(IdentifierKind.DeviceId, id, null, id);
+        }
+
+        foreach (var raw in chunk.InvalidIdentifiers)
+        {
+            invalid.Add(new IdentifierOutcome(IdentifierKind.Invalid, raw ?? "null", null, null, UnmatchedReason.InvalidIdentifier));
+        }
+
+        return (valid, invalid);
+
+        void Add(IdentifierKind kind, string? value, string? label, string display)
+        {
+            if (IdentityMatcher.IsValid(value) && (label is null || IdentityMatcher.IsValid(label)))
+            {
+                valid.Add(new StagedIdentifier(kind, value!, label));
+            }
+            else
+            {
+                invalid.Add(new IdentifierOutcome(kind, value is null && label is null ? "null" : display, null, null, UnmatchedReason.InvalidIdentifier));
+            }
+        }
     }
 
     /// <summary>
@@ -115,7 +142,7 @@ public sealed partial class SnapshotChunkProcessor(
     private async Task<(CohortUpdated? Event, bool Finished)> TryCompleteAsync(CohortExportReceived m, CancellationToken ct)
     {
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        var (staged, chunkCount) = await SnapshotRepository.ProgressAsync(conn, null, m.ImportId, ct);
+        var (staged, chunkCount, _) = await SnapshotRepository.ProgressAsync(conn, null, m.ImportId, ct);
         var maybeComplete = chunkCount is { } n && staged >= n;
 
         await using var tx = await conn.BeginTransactionAsync(ct);
@@ -136,7 +163,7 @@ public sealed partial class SnapshotChunkProcessor(
         }
 
         // Re-count under the exclusive lock: no chunk is staging now.
-        (staged, chunkCount) = await SnapshotRepository.ProgressAsync(conn, tx, m.ImportId, ct);
+        (staged, chunkCount, var identifiers) = await SnapshotRepository.ProgressAsync(conn, tx, m.ImportId, ct);
         if (chunkCount is not { } count || staged < count || !await IsTurnAsync(conn, tx, m.ImportId, ct))
         {
             await tx.CommitAsync(ct);
@@ -163,7 +190,7 @@ public sealed partial class SnapshotChunkProcessor(
             return (null, true);
         }
 
-        var evt = await ReplaceMembershipAsync(conn, tx, m, ct);
+        var evt = await ReplaceMembershipAsync(conn, tx, m, identifiers, ct);
         await tx.CommitAsync(ct);
         return (evt, true);
     }
@@ -172,17 +199,35 @@ public sealed partial class SnapshotChunkProcessor(
     private async Task<bool> IsTurnAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct) =>
         options.Value.SequenceGapTimeout <= TimeSpan.Zero || await SnapshotRepository.IsTurnAsync(conn, tx, importId, ct);
 
-    private async Task<CohortUpdated?> ReplaceMembershipAsync(NpgsqlConnection conn, NpgsqlTransaction tx, CohortExportReceived m, CancellationToken ct)
+    /// <summary>
+    /// Matches the staged identifiers and replaces the cohort's membership with the users they name. The match, the
+    /// longest step, runs before the directory lock is taken, so directory writes go on meanwhile; it is used only if
+    /// no directory write came in between (an unchanged directory_version under the lock), else it is redone under the
+    /// lock, so a user deleted meanwhile is never added.
+    /// </summary>
+    private async Task<CohortUpdated?> ReplaceMembershipAsync(
+        NpgsqlConnection conn, NpgsqlTransaction tx, CohortExportReceived m, long identifiers, CancellationToken ct)
     {
-        await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
+        var directory = await SnapshotRepository.DirectoryAsync(conn, tx, m.WorkspaceId, ct);
+        // Index look-ups for a snapshot small next to the directory: hashing every user costs more than looking up each.
+        var indexLookups = identifiers * 8 < (directory?.Users ?? 0);
+        var (users, stats) = await SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct);
+        var directoryVersion = await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
+        if (directory?.DirectoryVersion != directoryVersion)
+        {
+            (users, stats) = await SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct);
+        }
+
         var (cohort, created) = await CohortRepository.LockOrCreateCohortAsync(
             conn, tx, m.WorkspaceId, m.Partner, m.CohortId, m.CohortId, null, ct);
         var revived = cohort.Archived;
         cohort.Archived = false;
 
-        var empty = !await SnapshotRepository.HasMembersAsync(conn, tx, cohort.Id, ct);
-        var removed = empty ? [] : await SnapshotRepository.RemoveMissingAsync(conn, tx, cohort.Id, m.ImportId, ct);
-        var added = await SnapshotRepository.AddStagedAsync(conn, tx, cohort.Id, m.WorkspaceId, m.ImportId, empty, ct);
+        var members = created ? new OrdinalSet() : await SnapshotRepository.MembersAsync(conn, tx, cohort.Id, ct);
+        var removed = members.Except(users);
+        var added = users.Except(members);
+        await CohortRepository.DeleteMembersAsync(conn, tx, cohort.Id, removed, ct);
+        await CohortRepository.CopyMembersAsync(conn, cohort.Id, added, ct);
         var changed = created || revived || added.Length > 0 || removed.Length > 0;
         CohortUpdated? evt = null;
         if (changed)
@@ -191,6 +236,7 @@ public sealed partial class SnapshotChunkProcessor(
             evt = await CohortEvents.BuildAsync(conn, tx, cohort, added, removed, m.ImportId, options.Value.InlineChangeLimit, ct);
         }
 
+        await SnapshotRepository.AddCountsAsync(conn, tx, m.ImportId, 0, stats, ct);
         await SnapshotRepository.CompleteImportAsync(
             conn, tx, m.ImportId, added.Length, removed.Length, cohort.Id, cohort.Version, evt is null ? null : CohortEvents.Serialize(evt), ct);
         await SnapshotRepository.FinishAsync(conn, tx, m.ImportId, SnapshotState.Completed, ct);
@@ -222,8 +268,8 @@ public sealed partial class SnapshotChunkProcessor(
     private static partial class Log
     {
         [LoggerMessage(EventId = 400, Level = LogLevel.Debug,
-            Message = "Staged chunk {Sequence} of snapshot {ImportId}: {Received} identifiers, {Matched} matched")]
-        public static partial void ChunkStaged(ILogger logger, Guid importId, int sequence, long received, long matched);
+            Message = "Staged chunk {Sequence} of snapshot {ImportId}: {Received} identifiers, {Invalid} invalid")]
+        public static partial void ChunkStaged(ILogger logger, Guid importId, int sequence, long received, long invalid);
 
         [LoggerMessage(EventId = 401, Level = LogLevel.Information,
             Message = "Applied snapshot {ImportId} to cohort {CohortId} of {WorkspaceId}: version {Version}, {Added} added, {Removed} removed")]
