@@ -6,8 +6,8 @@ namespace CohortBridge.CohortService.Imports;
 /// <summary>
 /// Per-stage timings of applying imports, on the service meter <c>CohortBridge.CohortService</c> (seconds):
 /// <c>cohortbridge.cohorts.import.lock_wait</c> (import, workspace and cohort row locks),
-/// <c>.match</c> (identity matching of an import's change sets), <c>.apply</c> (membership writes, version, change log,
-/// statistics and event of one import, matching excluded), <c>.commit</c> (one transaction's commit),
+/// <c>.match</c> (identity matching of an import's change sets, or of a complete snapshot's staged identifiers),
+/// <c>.apply</c> (membership writes, version, change log, statistics and event of one import, matching excluded), <c>.commit</c> (one transaction's commit),
 /// <c>.publish</c> (one CohortUpdated publish, confirm included), and <c>cohortbridge.cohorts.import.batch_size</c>
 /// (imports applied in one transaction), <c>cohortbridge.cohorts.import.sequence_wait</c> (an import waiting for its
 /// cohort's previous request) and <c>cohortbridge.cohorts.import.sequence_gaps_skipped</c> (previous requests given up

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using CohortBridge.CohortService.Data;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.CohortService.Matching;
@@ -208,6 +209,7 @@ public sealed partial class SnapshotChunkProcessor(
     private async Task<CohortUpdated?> ReplaceMembershipAsync(
         NpgsqlConnection conn, NpgsqlTransaction tx, CohortExportReceived m, long identifiers, CancellationToken ct)
     {
+        var start = Stopwatch.GetTimestamp();
         var directory = await SnapshotRepository.DirectoryAsync(conn, tx, m.WorkspaceId, ct);
         // Index look-ups for a snapshot small next to the directory: hashing every user costs more than looking up each.
         var indexLookups = identifiers * 8 < (directory?.Users ?? 0);
@@ -218,6 +220,9 @@ public sealed partial class SnapshotChunkProcessor(
             (users, stats) = await SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct);
         }
 
+        var matchTime = ImportMetrics.Since(start);
+        ImportMetrics.Match(matchTime);
+        start = Stopwatch.GetTimestamp();
         var (cohort, created) = await CohortRepository.LockOrCreateCohortAsync(
             conn, tx, m.WorkspaceId, m.Partner, m.CohortId, m.CohortId, null, ct);
         var revived = cohort.Archived;
@@ -240,7 +245,10 @@ public sealed partial class SnapshotChunkProcessor(
         await SnapshotRepository.CompleteImportAsync(
             conn, tx, m.ImportId, added.Length, removed.Length, cohort.Id, cohort.Version, evt is null ? null : CohortEvents.Serialize(evt), ct);
         await SnapshotRepository.FinishAsync(conn, tx, m.ImportId, SnapshotState.Completed, ct);
-        Log.Completed(logger, m.WorkspaceId, m.CohortId, m.ImportId, cohort.Version, added.Length, removed.Length);
+        var applyTime = ImportMetrics.Since(start);
+        ImportMetrics.Apply(applyTime);
+        Log.Completed(logger, m.WorkspaceId, m.CohortId, m.ImportId, cohort.Version, added.Length, removed.Length,
+            stats.Received, matchTime.TotalSeconds, applyTime.TotalSeconds);
         return evt;
     }
 
@@ -272,8 +280,10 @@ public sealed partial class SnapshotChunkProcessor(
         public static partial void ChunkStaged(ILogger logger, Guid importId, int sequence, long received, long invalid);
 
         [LoggerMessage(EventId = 401, Level = LogLevel.Information,
-            Message = "Applied snapshot {ImportId} to cohort {CohortId} of {WorkspaceId}: version {Version}, {Added} added, {Removed} removed")]
-        public static partial void Completed(ILogger logger, string workspaceId, string cohortId, Guid importId, long version, int added, int removed);
+            Message = "Applied snapshot {ImportId} to cohort {CohortId} of {WorkspaceId}: version {Version}, {Added} added, {Removed} removed; {Identifiers} staged identifiers matched in {MatchSeconds:F2} s, membership written in {ApplySeconds:F2} s")]
+        public static partial void Completed(
+            ILogger logger, string workspaceId, string cohortId, Guid importId, long version, int added, int removed,
+            long identifiers, double matchSeconds, double applySeconds);
 
         [LoggerMessage(EventId = 402, Level = LogLevel.Warning,
             Message = "Snapshot {ImportId} for cohort {CohortId} of {WorkspaceId} failed: {Error}")]
