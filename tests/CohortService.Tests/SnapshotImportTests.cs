@@ -200,6 +200,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
 
         Assert.Equal("failed", status.GetProperty("status").GetString());
         Assert.Contains("the client disconnected", status.GetProperty("error").GetString());
+        Assert.Equal(1, status.GetProperty("received").GetInt64());
         var (members, version, _) = await host.MembersAsync(ws, "stable");
         Assert.Equal([0], members);
         Assert.Equal(1, version);
@@ -227,6 +228,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
 
         Assert.Equal("failed", status.GetProperty("status").GetString());
         Assert.Contains("2 of 3 chunks", status.GetProperty("error").GetString());
+        Assert.Equal(2, status.GetProperty("processed").GetInt64());
         Assert.Equal((false, 0L), await StagingAsync(importId));
         using var cohort = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/lost/members");
         Assert.Equal(System.Net.HttpStatusCode.NotFound, cohort.StatusCode);
@@ -274,7 +276,12 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
                 new UserAlias { AliasName = "crm", AliasLabel = "none" }, new UserAlias { AliasName = "crm", AliasLabel = "" }],
             DeviceIds = ["dev-anon", "dev-identified", "dev-unknown"],
         }));
-        await WaitForProgressAsync(ws, importId, 10);
+        var running = await WaitForProgressAsync(ws, importId, 10);
+        // While staging: invalid identifiers are known (and sampled) at once, the rest once the snapshot is matched.
+        Assert.Equal(10, running.GetProperty("received").GetInt64());
+        Assert.Equal(2, Unmatched(running, "invalid_identifier"));
+        Assert.Equal(0, running.GetProperty("matched").GetInt64());
+        Assert.Contains("crm:", running.GetProperty("unmatched_sample").EnumerateArray().Select(e => e.GetString()));
         await host.Bus.Publish(Chunk(ws, "kinds", importId, 1, Ids("known"), lastOf: 2));
         var status = await host.WaitForImportAsync(ws, importId);
 

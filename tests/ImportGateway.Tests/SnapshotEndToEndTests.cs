@@ -137,7 +137,11 @@ public sealed class SnapshotPlatform : IAsyncLifetime
     {
         await using var conn = new NpgsqlConnection(CohortsConnectionString);
         var row = await conn.QueryFirstOrDefaultAsync<(Guid, long)?>(
-            "SELECT import_id, received FROM imports WHERE workspace_id = @ws AND cohort_id = @cohortId ORDER BY started_at DESC LIMIT 1",
+            // A snapshot still staging counts its identifiers on its chunk rows (snapshot_progress).
+            """
+            SELECT i.import_id, i.received + coalesce((SELECT p.identifiers FROM snapshot_progress p WHERE p.import_id = i.import_id), 0)
+            FROM imports i WHERE i.workspace_id = @ws AND i.cohort_id = @cohortId ORDER BY i.started_at DESC LIMIT 1
+            """,
             new { ws = Workspace, cohortId });
         return row;
     }

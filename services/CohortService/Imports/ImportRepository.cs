@@ -168,13 +168,22 @@ public static class ImportRepository
 
     public static async Task<ImportRecord?> GetAsync(NpgsqlDataSource dataSource, string ws, Guid importId, CancellationToken ct)
     {
+        // A snapshot still staging: its progress is on its chunk rows (snapshot_progress) until it finishes.
         const string sql = """
-            SELECT import_id, workspace_id, partner, cohort_id, kind, status, received, matched, added, removed,
-                   unmatched::text AS unmatched, unmatched_sample, cohort_version, accepted_at, completed_at, error, processed
-            FROM imports WHERE import_id = @importId AND workspace_id = @ws
+            SELECT i.import_id, i.workspace_id, i.partner, i.cohort_id, i.kind, i.status,
+                   i.received + coalesce(p.identifiers, 0) AS received, i.matched, i.added, i.removed,
+                   CASE WHEN coalesce(p.invalid, 0) = 0 THEN i.unmatched ELSE jsonb_set(i.unmatched, ARRAY['invalid_identifier'],
+                       to_jsonb(coalesce((i.unmatched ->> 'invalid_identifier')::bigint, 0) + p.invalid)) END::text AS unmatched,
+                   (coalesce(p.invalid_sample, '{}') || i.unmatched_sample)[1:@sampleSize] AS unmatched_sample,
+                   i.cohort_version, i.accepted_at, i.completed_at, i.error,
+                   CASE WHEN p.identifiers IS NULL THEN i.processed ELSE coalesce(i.processed, 0) + p.identifiers END AS processed
+            FROM imports i
+            LEFT JOIN LATERAL (SELECT * FROM snapshot_progress s WHERE s.import_id = i.import_id) p ON true
+            WHERE i.import_id = @importId AND i.workspace_id = @ws
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        return await conn.QuerySingleOrDefaultAsync<ImportRecord>(new CommandDefinition(sql, new { ws, importId }, cancellationToken: ct));
+        return await conn.QuerySingleOrDefaultAsync<ImportRecord>(new CommandDefinition(
+            sql, new { ws, importId, sampleSize = ImportStatistics.SampleSize }, cancellationToken: ct));
     }
 
     public static async Task<List<ImportRecord>> RecentForCohortAsync(NpgsqlConnection conn, long cohortPk, int limit, CancellationToken ct)

@@ -11,7 +11,7 @@ namespace CohortBridge.CohortService.Snapshots;
 /// <summary>
 /// Applies the chunks of a streamed snapshot (<see cref="CohortExportKind.SnapshotChunk"/>).
 /// Each chunk, once: its valid identifiers are binary-COPYed, as sent, into the snapshot's staging table, and its
-/// counts (received, invalid) are added to the import (progress). When chunks 0..ChunkCount-1 are all staged,
+/// counts (received, invalid) are recorded on its chunk row (progress). When chunks 0..ChunkCount-1 are all staged,
 /// whichever chunk completed the set matches them all with one statement (the rules of <see cref="IdentityMatcher"/>)
 /// and replaces the cohort's membership in one transaction: removed = members EXCEPT matched, added = matched EXCEPT
 /// members, one version, one change-log entry, one CohortUpdated (MustReread when large), staging dropped. An aborted snapshot, or one the
@@ -72,7 +72,9 @@ public sealed partial class SnapshotChunkProcessor(
 
         var (identifiers, invalid) = Split(chunk);
         var received = identifiers.Count + invalid.Count;
-        if (!await SnapshotRepository.InsertChunkAsync(conn, tx, m.ImportId, chunk, received, ct))
+        var invalidStats = new ImportStatistics();
+        invalidStats.Count(invalid);
+        if (!await SnapshotRepository.InsertChunkAsync(conn, tx, m.ImportId, chunk, received, invalidStats, ct))
         {
             // A concurrent delivery of this chunk committed first.
             await tx.RollbackAsync(ct);
@@ -85,9 +87,6 @@ public sealed partial class SnapshotChunkProcessor(
         }
 
         await SnapshotRepository.StageIdentifiersAsync(conn, m.ImportId, identifiers, ct);
-        var stats = new ImportStatistics();
-        stats.Count(invalid);
-        await SnapshotRepository.AddCountsAsync(conn, tx, m.ImportId, received, stats, ct);
         await tx.CommitAsync(ct);
         Log.ChunkStaged(logger, m.ImportId, chunk.Sequence, received, invalid.Count);
     }
@@ -241,10 +240,10 @@ public sealed partial class SnapshotChunkProcessor(
             evt = await CohortEvents.BuildAsync(conn, tx, cohort, added, removed, m.ImportId, options.Value.InlineChangeLimit, ct);
         }
 
-        await SnapshotRepository.AddCountsAsync(conn, tx, m.ImportId, 0, stats, ct);
+        await SnapshotRepository.FinishAsync(conn, tx, m.ImportId, SnapshotState.Completed, ct);
+        await SnapshotRepository.AddMatchAsync(conn, tx, m.ImportId, stats, ct);
         await SnapshotRepository.CompleteImportAsync(
             conn, tx, m.ImportId, added.Length, removed.Length, cohort.Id, cohort.Version, evt is null ? null : CohortEvents.Serialize(evt), ct);
-        await SnapshotRepository.FinishAsync(conn, tx, m.ImportId, SnapshotState.Completed, ct);
         var applyTime = ImportMetrics.Since(start);
         ImportMetrics.Apply(applyTime);
         Log.Completed(logger, m.WorkspaceId, m.CohortId, m.ImportId, cohort.Version, added.Length, removed.Length,

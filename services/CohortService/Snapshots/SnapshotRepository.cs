@@ -91,13 +91,17 @@ public static class SnapshotRepository
         return await conn.ExecuteScalarAsync<bool>(new CommandDefinition(sql, new { importId, sequence }, tx, cancellationToken: ct));
     }
 
-    /// <summary>Records the chunk; false when a concurrent delivery of the same chunk got there first.</summary>
+    /// <summary>
+    /// Records the chunk with its counts (progress; folded into the import when the snapshot finishes, see
+    /// <see cref="FinishAsync"/>); false when a concurrent delivery of the same chunk got there first.
+    /// </summary>
     public static async Task<bool> InsertChunkAsync(
-        NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, SnapshotChunk chunk, long identifiers, CancellationToken ct)
+        NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, SnapshotChunk chunk, long identifiers, ImportStatistics invalid,
+        CancellationToken ct)
     {
         const string sql = """
-            INSERT INTO snapshot_chunks (import_id, sequence, is_last, chunk_count, identifiers)
-            VALUES (@importId, @Sequence, @IsLast, @ChunkCount, @identifiers)
+            INSERT INTO snapshot_chunks (import_id, sequence, is_last, chunk_count, identifiers, invalid, invalid_sample)
+            VALUES (@importId, @Sequence, @IsLast, @ChunkCount, @identifiers, @invalid, @sample)
             ON CONFLICT (import_id, sequence) DO NOTHING
             """;
         var rows = await conn.ExecuteAsync(new CommandDefinition(sql, new
@@ -107,6 +111,8 @@ public static class SnapshotRepository
             chunk.IsLast,
             ChunkCount = chunk.IsLast ? chunk.ChunkCount : null,
             identifiers = (int)identifiers,
+            invalid = (int)invalid.Received,
+            sample = invalid.UnmatchedSample.ToArray(),
         }, tx, cancellationToken: ct));
         return rows == 1;
     }
@@ -142,18 +148,12 @@ public static class SnapshotRepository
         await writer.CompleteAsync(ct);
     }
 
-    /// <summary>
-    /// Adds counts to the import: a staged chunk's identifiers (<paramref name="received"/>, progress while the snapshot
-    /// streams) with its invalid ones, or, at completion, the outcome of the match.
-    /// </summary>
-    public static Task AddCountsAsync(
-        NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, long received, ImportStatistics stats, CancellationToken ct)
+    /// <summary>Adds the outcome of the match (matched, unmatched by reason, sample) to the import.</summary>
+    public static Task AddMatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, ImportStatistics stats, CancellationToken ct)
     {
         const string sql = """
             UPDATE imports SET
-                received = received + @received,
                 matched = matched + @Matched,
-                processed = coalesce(processed, 0) + @received,
                 unmatched = (
                     SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb)
                     FROM (
@@ -171,7 +171,6 @@ public static class SnapshotRepository
         return conn.ExecuteAsync(new CommandDefinition(sql, new
         {
             importId,
-            received,
             stats.Matched,
             unmatched = JsonSerializer.Serialize(stats.Unmatched),
             sample = stats.UnmatchedSample.ToArray(),
@@ -309,12 +308,21 @@ public static class SnapshotRepository
     }
 
     /// <summary>
-    /// Marks the snapshot finished and removes its staging: chunk rows and the staging table. Completed or failed, its
-    /// turn in the cohort's request order is done (cohort_sequences), so the cohort's later requests go ahead.
+    /// Marks the snapshot finished and removes its staging: the chunk rows, once their counts (identifiers received,
+    /// invalid ones and their sample) are added to the import, and the staging table. Completed or failed, its turn in
+    /// the cohort's request order is done (cohort_sequences), so the cohort's later requests go ahead.
     /// </summary>
     public static async Task FinishAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, string state, CancellationToken ct)
     {
         const string sql = $"""
+            UPDATE imports i SET
+                received = i.received + p.identifiers,
+                processed = coalesce(i.processed, 0) + p.identifiers,
+                unmatched = CASE WHEN p.invalid = 0 THEN i.unmatched ELSE jsonb_set(i.unmatched, ARRAY['invalid_identifier'],
+                    to_jsonb(coalesce((i.unmatched ->> 'invalid_identifier')::bigint, 0) + p.invalid)) END,
+                unmatched_sample = (p.invalid_sample || i.unmatched_sample)[1:@sampleSize]
+            FROM snapshot_progress p
+            WHERE i.import_id = @importId AND p.import_id = @importId;
             UPDATE snapshots SET state = @state, finished_at = now() WHERE import_id = @importId;
             INSERT INTO cohort_sequences (workspace_id, partner, cohort_id, applied)
             SELECT workspace_id, partner, cohort_id, sequence FROM snapshots WHERE import_id = @importId AND sequence IS NOT NULL
@@ -322,7 +330,8 @@ public static class SnapshotRepository
             DELETE FROM snapshot_chunks WHERE import_id = @importId;
             DROP TABLE IF EXISTS {StagingToken};
             """;
-        await conn.ExecuteAsync(new CommandDefinition(WithStaging(sql, importId), new { importId, state }, tx, cancellationToken: ct));
+        await conn.ExecuteAsync(new CommandDefinition(
+            WithStaging(sql, importId), new { importId, state, sampleSize = ImportStatistics.SampleSize }, tx, cancellationToken: ct));
     }
 
     /// <summary>Records the snapshot's place in its cohort's request order (carried by the last chunk).</summary>
