@@ -11,6 +11,15 @@ public sealed class CohortsOptions
     /// </summary>
     public int InlineChangeLimit { get; set; } = 1000;
 
+    /// <summary>
+    /// Largest number of added + removed users whose sets a version keeps in the change log. Above it the entry records
+    /// only that the version happened (<c>sets_omitted</c>); the changes endpoint then reports the log incomplete and
+    /// consumers re-read the membership, as CohortUpdated.MustReread already tells them to. Snapshots and archiving are
+    /// the only writers of sets this large (change requests carry at most 1,000 identifiers each): logging the 10M
+    /// ordinals of one snapshot took 7.9 s and 40 MB.
+    /// </summary>
+    public int ChangeLogSetLimit { get; set; } = 100_000;
+
     /// <summary>Users per UserDirectoryChanged message.</summary>
     public int DirectoryBatchSize { get; set; } = 1000;
 

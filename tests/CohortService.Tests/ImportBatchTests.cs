@@ -33,7 +33,7 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         var gate = new SequenceGate(_dataSource, options, NullLogger<SequenceGate>.Instance);
         _processor = new ImportProcessor(
             _dataSource,
-            [new NameImportHandler(), new ChangesImportHandler(), new ArchiveImportHandler()],
+            [new NameImportHandler(options), new ChangesImportHandler(), new ArchiveImportHandler(options)],
             gate,
             new CohortLanes(gate, options),
             new Matching.MatchingSlots(options),

@@ -16,6 +16,8 @@ public sealed class SnapshotCohortService : CohortServiceHost, IAsyncLifetime
     {
         Overrides["Cohorts__SnapshotTimeoutMinutes"] = "0.1";
         Overrides["Cohorts__SnapshotSweepIntervalSeconds"] = "0.5";
+        // Below the 60 users of the large-change test, above the 6 of the replacement test.
+        Overrides["Cohorts__ChangeLogSetLimit"] = "40";
     }
 
     public Task InitializeAsync() => StartAsync();
@@ -123,6 +125,10 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Equal(5, evt.MemberCount);
         Assert.Equal(importId, evt.ImportId);
         Assert.Equal(["u1", "u3"], evt.Removed!.Select(r => r.ExternalId).Order());
+        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/weekly/changes?after=1");
+        Assert.True(changes.GetProperty("complete").GetBoolean());
+        Assert.Equal(new[] { ord["u4"], ord["u5"], 5, ord["u7"] }.Order(),
+            changes.GetProperty("items")[0].GetProperty("added").EnumerateArray().Select(e => e.GetInt32()));
         Assert.Equal((false, 0L), await StagingAsync(importId));
         Assert.Single(host.UpdatesOf(ws, "weekly"), u => u.Version == 2);
     }
@@ -356,6 +362,11 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Null(evt.Added);
         Assert.Equal(60, evt.AddedCount);
         Assert.Equal(60, evt.MemberCount);
+        // More users than Cohorts:ChangeLogSetLimit: the log keeps the version without its sets, so it reads as
+        // incomplete and a consumer re-reads the membership.
+        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/big/changes?after=0");
+        Assert.False(changes.GetProperty("complete").GetBoolean());
+        Assert.Equal(60, (await host.MembersAsync(ws, "big")).Ordinals.Length);
     }
 
     [Fact]

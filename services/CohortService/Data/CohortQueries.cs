@@ -30,6 +30,10 @@ public sealed class ChangeRow
     public bool Archived { get; init; }
     public int[] Added { get; init; } = [];
     public int[] Removed { get; init; } = [];
+
+    /// <summary>The version changed too many users for the log to keep them (the log is incomplete across it).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool SetsOmitted { get; init; }
 }
 
 /// <summary>Reads for the admin and internal APIs.</summary>
@@ -82,7 +86,7 @@ public static class CohortQueries
     public static async Task<List<ChangeRow>> ChangesAfterAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long cohortPk, long after, CancellationToken ct)
     {
         const string sql = """
-            SELECT version, name, archived, added, removed FROM cohort_changes
+            SELECT version, name, archived, added, removed, sets_omitted FROM cohort_changes
             WHERE cohort_pk = @cohortPk AND version > @after ORDER BY version
             """;
         return (await conn.QueryAsync<ChangeRow>(new CommandDefinition(sql, new { cohortPk, after }, tx, cancellationToken: ct))).AsList();

@@ -178,10 +178,13 @@ public static class CohortRepository
         return rows.AsList().ToArray();
     }
 
-    /// <summary>Bumps the version by one, stores name/archived/member count and appends the change log entry.</summary>
+    /// <summary>
+    /// Bumps the version by one, stores name/archived/member count and appends the change log entry, without its sets
+    /// when they hold more than <paramref name="logSetLimit"/> users (<see cref="CohortsOptions.ChangeLogSetLimit"/>).
+    /// </summary>
     public static async Task CommitVersionAsync(
         NpgsqlConnection conn, NpgsqlTransaction tx, CohortRow cohort, int[] added, int[] removed, Guid? importId,
-        DateTimeOffset occurredAt, CancellationToken ct)
+        DateTimeOffset occurredAt, int logSetLimit, CancellationToken ct)
     {
         const string sql = """
             WITH c AS (
@@ -191,27 +194,46 @@ public static class CohortRepository
                 WHERE id = @pk
                 RETURNING id, version, member_count, name, archived
             ), log AS (
-                INSERT INTO cohort_changes (cohort_pk, version, name, archived, added, removed, import_id, occurred_at)
-                SELECT id, version, name, archived, @added, @removed, @importId, @occurredAt FROM c
+                INSERT INTO cohort_changes (cohort_pk, version, name, archived, added, removed, import_id, occurred_at, sets_omitted)
+                SELECT id, version, name, archived, @added, @removed, @importId, @occurredAt, @setsOmitted FROM c
             )
             SELECT version, member_count FROM c
             """;
-        Array.Sort(added);
-        Array.Sort(removed);
+        var setsOmitted = (long)added.Length + removed.Length > logSetLimit;
+        if (!setsOmitted)
+        {
+            SortIfNeeded(added);
+            SortIfNeeded(removed);
+        }
+
         var (version, memberCount) = await conn.QuerySingleAsync<(long, long)>(new CommandDefinition(sql, new
         {
             pk = cohort.Id,
             name = cohort.Name,
             archived = cohort.Archived,
             delta = (long)added.Length - removed.Length,
-            added,
-            removed,
+            added = setsOmitted ? [] : added,
+            removed = setsOmitted ? [] : removed,
             importId,
             occurredAt,
+            setsOmitted,
         }, tx, cancellationToken: ct));
         cohort.Version = version;
         cohort.MemberCount = memberCount;
         cohort.UpdatedAt = occurredAt;
+    }
+
+    /// <summary>Snapshots pass 10M ordinals already in order: checking costs one pass, sorting them again far more.</summary>
+    private static void SortIfNeeded(int[] ordinals)
+    {
+        for (var i = 1; i < ordinals.Length; i++)
+        {
+            if (ordinals[i - 1] > ordinals[i])
+            {
+                Array.Sort(ordinals);
+                return;
+            }
+        }
     }
 
     public static async Task<Dictionary<int, string?>> ExternalIdsAsync(

@@ -1,5 +1,6 @@
 using CohortBridge.CohortService.Data;
 using CohortBridge.Contracts;
+using Microsoft.Extensions.Options;
 
 namespace CohortBridge.CohortService.Imports;
 
@@ -7,7 +8,7 @@ namespace CohortBridge.CohortService.Imports;
 /// Archives a cohort: every member leaves (recorded in the change log), the cohort is hidden from lists and counts as
 /// empty everywhere. Archiving an unknown or already archived cohort changes nothing.
 /// </summary>
-public sealed class ArchiveImportHandler : IImportHandler
+public sealed class ArchiveImportHandler(IOptions<CohortsOptions> options) : IImportHandler
 {
     public CohortExportKind Kind => CohortExportKind.Archive;
 
@@ -25,7 +26,8 @@ public sealed class ArchiveImportHandler : IImportHandler
         var removed = await CohortRepository.RemoveAllMembersAsync(conn, tx, cohort, ct);
         scope.Statistics.Removed = removed.Length;
         cohort.Archived = true;
-        await CohortRepository.CommitVersionAsync(conn, tx, cohort, [], removed, m.ImportId, DateTimeOffset.UtcNow, ct);
+        await CohortRepository.CommitVersionAsync(
+            conn, tx, cohort, [], removed, m.ImportId, DateTimeOffset.UtcNow, options.Value.ChangeLogSetLimit, ct);
         return new ImportResult(cohort, true, [], removed);
     }
 }

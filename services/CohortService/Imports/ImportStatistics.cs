@@ -25,18 +25,30 @@ public sealed class ImportStatistics
 
     public void Count(in IdentifierOutcome outcome)
     {
-        Received++;
         if (outcome.Matched)
         {
-            Matched++;
-            return;
+            CountMatched(1);
         }
+        else
+        {
+            CountUnmatched(outcome.Reason ?? UnmatchedReason.InvalidIdentifier, outcome.Display, 1);
+        }
+    }
 
-        var reason = outcome.Reason ?? UnmatchedReason.InvalidIdentifier;
-        Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + 1;
+    public void CountMatched(long occurrences)
+    {
+        Received += occurrences;
+        Matched += occurrences;
+    }
+
+    /// <summary>Counts the occurrences of one unmatched identifier, which the sample takes once.</summary>
+    public void CountUnmatched(string reason, string display, long occurrences)
+    {
+        Received += occurrences;
+        Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + occurrences;
         if (UnmatchedSample.Count < SampleSize)
         {
-            UnmatchedSample.Add(outcome.Display.Length > SampleValueLength ? outcome.Display[..SampleValueLength] + "…" : outcome.Display);
+            UnmatchedSample.Add(display.Length > SampleValueLength ? display[..SampleValueLength] + "…" : display);
         }
     }
 }

@@ -1,10 +1,11 @@
 using CohortBridge.CohortService.Data;
 using CohortBridge.Contracts;
+using Microsoft.Extensions.Options;
 
 namespace CohortBridge.CohortService.Imports;
 
 /// <summary>Creates or renames a cohort (a name call on an archived cohort brings it back, empty).</summary>
-public sealed class NameImportHandler : IImportHandler
+public sealed class NameImportHandler(IOptions<CohortsOptions> options) : IImportHandler
 {
     public CohortExportKind Kind => CohortExportKind.Name;
 
@@ -21,7 +22,8 @@ public sealed class NameImportHandler : IImportHandler
         {
             cohort.Name = name;
             cohort.Archived = false;
-            await CohortRepository.CommitVersionAsync(conn, tx, cohort, [], [], m.ImportId, DateTimeOffset.UtcNow, ct);
+            await CohortRepository.CommitVersionAsync(
+                conn, tx, cohort, [], [], m.ImportId, DateTimeOffset.UtcNow, options.Value.ChangeLogSetLimit, ct);
         }
 
         return new ImportResult(cohort, changed, [], []);

@@ -236,7 +236,8 @@ public sealed partial class SnapshotChunkProcessor(
         CohortUpdated? evt = null;
         if (changed)
         {
-            await CohortRepository.CommitVersionAsync(conn, tx, cohort, added, removed, m.ImportId, DateTimeOffset.UtcNow, ct);
+            await CohortRepository.CommitVersionAsync(
+                conn, tx, cohort, added, removed, m.ImportId, DateTimeOffset.UtcNow, options.Value.ChangeLogSetLimit, ct);
             evt = await CohortEvents.BuildAsync(conn, tx, cohort, added, removed, m.ImportId, options.Value.InlineChangeLimit, ct);
         }
 
