@@ -38,9 +38,10 @@ public sealed class CohortsOptions
 
     /// <summary>
     /// Matches running at once (<see cref="Matching.MatchingSlots"/>): change imports matched ahead of their turn
-    /// (<see cref="Imports.ChangesBatch.PrepareAsync"/>). Around the database's core count: matching side by side beyond
-    /// that only adds contention (when snapshot chunks were still matched as they arrived, a 10M snapshot took 107 s
-    /// with every delivered chunk matching at once, 88 s with 2).
+    /// (<see cref="Imports.ChangesBatch.PrepareAsync"/>) and the matches of completing snapshots. Around the database's
+    /// core count: matching side by side beyond that only adds contention (when snapshot chunks were still matched as
+    /// they arrived, a 10M snapshot took 107 s with every delivered chunk matching at once, 88 s with 2), and a large
+    /// snapshot's match holds up to 1 GB of database memory for its hash.
     /// </summary>
     public int MatchConcurrency { get; set; } = 2;
 

@@ -19,6 +19,10 @@ public static class CohortServiceHosting
     {
         DateTimeOffsetHandler.Register();
         builder.Services.Configure<CohortsOptions>(builder.Configuration.GetSection(CohortsOptions.SectionName));
+        builder.Services.AddOptions<CohortsOptions>()
+            .Validate(o => o.InlineChangeLimit >= 0 && o.ChangeLogSetLimit >= 0,
+                "Cohorts:InlineChangeLimit and Cohorts:ChangeLogSetLimit must not be negative.")
+            .ValidateOnStart();
         builder.AddPlatformDatabase(DatabaseName, typeof(CohortServiceHosting).Assembly);
 
         builder.Services.AddSingleton<IImportHandler, NameImportHandler>();

@@ -199,12 +199,10 @@ public static class CohortRepository
             )
             SELECT version, member_count FROM c
             """;
+        // Sorted for the log and for the event built from the same arrays afterwards.
+        SortIfNeeded(added);
+        SortIfNeeded(removed);
         var setsOmitted = (long)added.Length + removed.Length > logSetLimit;
-        if (!setsOmitted)
-        {
-            SortIfNeeded(added);
-            SortIfNeeded(removed);
-        }
 
         var (version, memberCount) = await conn.QuerySingleAsync<(long, long)>(new CommandDefinition(sql, new
         {

@@ -4,7 +4,7 @@ namespace CohortBridge.CohortService.Matching;
 
 /// <summary>
 /// How many matches run at once in this process (<see cref="CohortsOptions.MatchConcurrency"/>): change imports
-/// matched ahead of their turn. Matching is index look-ups, so more of it side by side than the database has cores only
+/// matched ahead of their turn and completing snapshots' matches. Matching is index look-ups, so more of it side by side than the database has cores only
 /// adds contention: when 32 snapshot chunks were matched at once on two cores, each backend also paid page faults and
 /// cache misses of its own.
 /// </summary>

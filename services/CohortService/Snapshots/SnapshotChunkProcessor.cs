@@ -21,7 +21,7 @@ namespace CohortBridge.CohortService.Snapshots;
 /// completes the set before that turn leaves the replacement to the last chunk's consumer.
 /// </summary>
 public sealed partial class SnapshotChunkProcessor(
-    NpgsqlDataSource dataSource, SequenceGate sequenceGate, IOptions<CohortsOptions> options,
+    NpgsqlDataSource dataSource, SequenceGate sequenceGate, MatchingSlots matchingSlots, IOptions<CohortsOptions> options,
     ILogger<SnapshotChunkProcessor> logger)
 {
     public const string InvalidChunk = "snapshot chunk without content";
@@ -212,11 +212,15 @@ public sealed partial class SnapshotChunkProcessor(
         var directory = await SnapshotRepository.DirectoryAsync(conn, tx, m.WorkspaceId, ct);
         // Index look-ups for a snapshot small next to the directory: hashing every user costs more than looking up each.
         var indexLookups = identifiers * 8 < (directory?.Users ?? 0);
-        var (users, stats) = await SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct);
+        // At most Cohorts:MatchConcurrency matches at once in this process: a large one hashes millions of identifiers
+        // in up to 1 GB of database memory (work_mem 512MB, hash_mem_multiplier 2) on one core for tens of seconds.
+        var (users, stats) = await matchingSlots.RunAsync(
+            () => SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct), ct);
         var directoryVersion = await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
         if (directory?.DirectoryVersion != directoryVersion)
         {
-            (users, stats) = await SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct);
+            (users, stats) = await matchingSlots.RunAsync(
+                () => SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct), ct);
         }
 
         var matchTime = ImportMetrics.Since(start);
