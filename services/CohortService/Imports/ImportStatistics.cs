@@ -19,33 +19,27 @@ public sealed class ImportStatistics
     {
         foreach (var outcome in outcomes)
         {
-            Count(outcome);
+            if (outcome.Matched)
+            {
+                CountMatched();
+            }
+            else
+            {
+                CountUnmatched(outcome.Reason ?? UnmatchedReason.InvalidIdentifier, outcome.Display);
+            }
         }
     }
 
-    public void Count(in IdentifierOutcome outcome)
+    public void CountMatched()
     {
-        if (outcome.Matched)
-        {
-            CountMatched(1);
-        }
-        else
-        {
-            CountUnmatched(outcome.Reason ?? UnmatchedReason.InvalidIdentifier, outcome.Display, 1);
-        }
+        Received++;
+        Matched++;
     }
 
-    public void CountMatched(long occurrences)
+    public void CountUnmatched(string reason, string display)
     {
-        Received += occurrences;
-        Matched += occurrences;
-    }
-
-    /// <summary>Counts the occurrences of one unmatched identifier, which the sample takes once.</summary>
-    public void CountUnmatched(string reason, string display, long occurrences)
-    {
-        Received += occurrences;
-        Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + occurrences;
+        Received++;
+        Unmatched[reason] = Unmatched.GetValueOrDefault(reason) + 1;
         if (UnmatchedSample.Count < SampleSize)
         {
             UnmatchedSample.Add(display.Length > SampleValueLength ? display[..SampleValueLength] + "…" : display);

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using CohortBridge.Contracts;
 using Dapper;
 using Npgsql;
@@ -50,6 +51,15 @@ public static class IdentityMatcher
 
     public static bool IsValid(string? value) => !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength;
 
+    public static bool IsValidAlias([NotNullWhen(true)] UserAlias? alias) => alias is not null && IsValid(alias.AliasName) && IsValid(alias.AliasLabel);
+
+    /// <summary>How an alias appears in an import's unmatched sample.</summary>
+    public static string Display(UserAlias? alias) => $"{alias?.AliasName}:{alias?.AliasLabel}";
+
+    /// <summary>The outcome of an identifier that can name nobody (a missing one shows as <c>null</c>).</summary>
+    public static IdentifierOutcome Invalid(IdentifierKind kind, string? display) =>
+        new(kind, display ?? "null", null, null, UnmatchedReason.InvalidIdentifier);
+
     public static async Task<List<IdentifierOutcome>> MatchAsync(
         NpgsqlConnection connection, NpgsqlTransaction? transaction, string workspaceId, CohortChange change, CancellationToken ct)
     {
@@ -61,7 +71,7 @@ public static class IdentityMatcher
         await MatchDevicesAsync(connection, transaction, workspaceId, change.DeviceIds, outcomes, ct);
         foreach (var raw in change.InvalidIdentifiers)
         {
-            outcomes.Add(new IdentifierOutcome(IdentifierKind.Invalid, raw ?? "null", null, null, UnmatchedReason.InvalidIdentifier));
+            outcomes.Add(Invalid(IdentifierKind.Invalid, raw));
         }
 
         return outcomes;
@@ -113,10 +123,10 @@ public static class IdentityMatcher
         for (var i = 0; i < aliases.Count; i++)
         {
             var alias = aliases[i];
-            var display = $"{alias?.AliasName}:{alias?.AliasLabel}";
-            if (alias is null || !IsValid(alias.AliasName) || !IsValid(alias.AliasLabel))
+            var display = Display(alias);
+            if (!IsValidAlias(alias))
             {
-                outcomes.Add(new IdentifierOutcome(IdentifierKind.Alias, display, null, null, UnmatchedReason.InvalidIdentifier));
+                outcomes.Add(Invalid(IdentifierKind.Alias, display));
                 continue;
             }
 
@@ -185,7 +195,7 @@ public static class IdentityMatcher
             var value = values[i];
             if (!IsValid(value))
             {
-                outcomes.Add(new IdentifierOutcome(kind, value ?? "null", null, null, UnmatchedReason.InvalidIdentifier));
+                outcomes.Add(Invalid(kind, value));
                 continue;
             }
 

@@ -101,35 +101,42 @@ public sealed partial class SnapshotChunkProcessor(
         var invalid = new List<IdentifierOutcome>();
         foreach (var id in chunk.ExternalIds)
         {
-            Add(IdentifierKind.ExternalId, id, null, id);
+            Add(IdentifierKind.ExternalId, id);
         }
 
         foreach (var alias in chunk.Aliases)
         {
-            Add(IdentifierKind.Alias, alias?.AliasName, alias?.AliasLabel ?? "", $"{alias?.AliasName}:{alias?.AliasLabel}");
+            if (IdentityMatcher.IsValidAlias(alias))
+            {
+                valid.Add(new StagedIdentifier(IdentifierKind.Alias, alias.AliasName, alias.AliasLabel));
+            }
+            else
+            {
+                invalid.Add(IdentityMatcher.Invalid(IdentifierKind.Alias, IdentityMatcher.Display(alias)));
+            }
         }
 
         foreach (var id in chunk.DeviceIds)
         {
-            Add(IdentifierKind.DeviceId, id, null, id);
+            Add(IdentifierKind.DeviceId, id);
         }
 
         foreach (var raw in chunk.InvalidIdentifiers)
         {
-            invalid.Add(new IdentifierOutcome(IdentifierKind.Invalid, raw ?? "null", null, null, UnmatchedReason.InvalidIdentifier));
+            invalid.Add(IdentityMatcher.Invalid(IdentifierKind.Invalid, raw));
         }
 
         return (valid, invalid);
 
-        void Add(IdentifierKind kind, string? value, string? label, string display)
+        void Add(IdentifierKind kind, string? value)
         {
-            if (IdentityMatcher.IsValid(value) && (label is null || IdentityMatcher.IsValid(label)))
+            if (IdentityMatcher.IsValid(value))
             {
-                valid.Add(new StagedIdentifier(kind, value!, label));
+                valid.Add(new StagedIdentifier(kind, value!, null));
             }
             else
             {
-                invalid.Add(new IdentifierOutcome(kind, value is null && label is null ? "null" : display, null, null, UnmatchedReason.InvalidIdentifier));
+                invalid.Add(IdentityMatcher.Invalid(kind, value));
             }
         }
     }

@@ -253,12 +253,12 @@ public static class SnapshotRepository
             if (!reader.IsDBNull(0))
             {
                 users.Add(reader.GetInt32(0));
-                stats.CountMatched(1);
+                stats.CountMatched();
             }
             else
             {
                 // The identifier is only read while the unmatched sample still takes values.
-                stats.CountUnmatched(reader.GetString(1), stats.UnmatchedSample.Count < ImportStatistics.SampleSize ? reader.GetString(2) : "", 1);
+                stats.CountUnmatched(reader.GetString(1), stats.UnmatchedSample.Count < ImportStatistics.SampleSize ? reader.GetString(2) : "");
             }
         }
 
