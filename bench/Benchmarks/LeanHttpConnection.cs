@@ -1,57 +1,57 @@
+using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 
 namespace CohortBridge.Benchmarks;
 
 /// <summary>
-/// One keep-alive HTTP/1.1 connection that sends GET requests and reads their responses (Content-Length or chunked),
-/// for the membership-check load. On this 2-core machine the load generator shares the cores with the service it
-/// measures: with HttpClient the figure described the client more than the server (one run here: HttpClient with 32
-/// workers 8,743/s; wrk, a C load generator, 28,220/s against the same endpoint). This costs a few microseconds per
-/// request (one run: this client 15,460/s at 16 connections, wrk 19,606/s right after).
+/// One keep-alive HTTP/1.1 connection that sends GET requests and reads their responses (Content-Length or chunked)
+/// with blocking socket calls, for the membership-check load: each connection runs on a thread of its own. On this
+/// 2-core machine the load generator shares the cores with the service it measures, so its cost per request is part
+/// of the figure. Against the same SegmentService (10M users, 16 connections): HttpClient with 32 workers 8,743/s;
+/// an async version of this class 16,200–21,400/s with p99 3.5–6 ms; this one 23,400–28,700/s with p99 about 2 ms;
+/// wrk, a C load generator, 23,700–29,400/s.
 /// </summary>
 internal sealed class LeanHttpConnection : IDisposable
 {
-    private readonly TcpClient _tcp;
-    private readonly NetworkStream _stream;
-    private readonly string _host;
-    private readonly string _authorization;
+    private readonly Socket _socket;
+    private readonly string _requestTail;
+    private readonly byte[] _request = new byte[4 * 1024];
     private readonly byte[] _buffer = new byte[16 * 1024];
     private int _start;
     private int _end;
 
-    private LeanHttpConnection(TcpClient tcp, string host, string authorization)
+    private LeanHttpConnection(Socket socket, string host, string authorization)
     {
-        _tcp = tcp;
-        _stream = tcp.GetStream();
-        _host = host;
-        _authorization = authorization;
+        _socket = socket;
+        _requestTail = $" HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\n\r\n";
     }
 
-    public static async Task<LeanHttpConnection> OpenAsync(Uri baseUri, string bearerToken)
+    public static LeanHttpConnection Open(Uri baseUri, string bearerToken)
     {
-        var tcp = new TcpClient { NoDelay = true };
-        await tcp.ConnectAsync(baseUri.Host, baseUri.Port);
-        return new LeanHttpConnection(tcp, $"{baseUri.Host}:{baseUri.Port}", "Bearer " + bearerToken);
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        socket.Connect(baseUri.Host, baseUri.Port);
+        return new LeanHttpConnection(socket, $"{baseUri.Host}:{baseUri.Port}", "Bearer " + bearerToken);
     }
 
     /// <summary>Sends GET <paramref name="pathAndQuery"/> and returns the status code and body.</summary>
-    public async Task<(int Status, string Body)> GetAsync(string pathAndQuery)
+    public (int Status, string Body) Get(string pathAndQuery)
     {
-        var request = Encoding.ASCII.GetBytes(
-            $"GET {pathAndQuery} HTTP/1.1\r\nHost: {_host}\r\nAuthorization: {_authorization}\r\n\r\n");
-        await _stream.WriteAsync(request);
+        var length = Encoding.ASCII.GetBytes("GET ", _request);
+        length += Encoding.ASCII.GetBytes(pathAndQuery, _request.AsSpan(length));
+        length += Encoding.ASCII.GetBytes(_requestTail, _request.AsSpan(length));
+        _socket.Send(_request.AsSpan(0, length));
 
-        var statusLine = await ReadLineAsync();
-        var status = int.Parse(statusLine.AsSpan(9, 3), provider: System.Globalization.CultureInfo.InvariantCulture);
+        var statusLine = ReadLine();
+        var status = int.Parse(statusLine.AsSpan(9, 3), provider: CultureInfo.InvariantCulture);
         var contentLength = -1;
         var chunked = false;
         string line;
-        while ((line = await ReadLineAsync()).Length > 0)
+        while ((line = ReadLine()).Length > 0)
         {
             if (line.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase))
             {
-                contentLength = int.Parse(line.AsSpan(15).Trim(), provider: System.Globalization.CultureInfo.InvariantCulture);
+                contentLength = int.Parse(line.AsSpan(15).Trim(), provider: CultureInfo.InvariantCulture);
             }
             else if (line.StartsWith("Transfer-Encoding:", StringComparison.OrdinalIgnoreCase) && line.Contains("chunked", StringComparison.OrdinalIgnoreCase))
             {
@@ -59,27 +59,28 @@ internal sealed class LeanHttpConnection : IDisposable
             }
         }
 
-        var body = new StringBuilder();
-        if (chunked)
+        if (!chunked)
         {
-            int size;
-            while ((size = Convert.ToInt32((await ReadLineAsync()).Split(';')[0], 16)) > 0)
-            {
-                body.Append(await ReadBytesAsync(size));
-                await ReadLineAsync();
-            }
-
-            await ReadLineAsync();
+            return (status, contentLength > 0 ? ReadString(contentLength) : "");
         }
-        else if (contentLength > 0)
+
+        var body = new StringBuilder();
+        int size;
+        while ((size = int.Parse(ReadLine().Split(';')[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)) > 0)
         {
-            body.Append(await ReadBytesAsync(contentLength));
+            body.Append(ReadString(size));
+            ReadLine();
+        }
+
+        // Trailers (none expected) end with an empty line.
+        while (ReadLine().Length > 0)
+        {
         }
 
         return (status, body.ToString());
     }
 
-    private async Task<string> ReadLineAsync()
+    private string ReadLine()
     {
         while (true)
         {
@@ -92,15 +93,15 @@ internal sealed class LeanHttpConnection : IDisposable
                 return line;
             }
 
-            await FillAsync();
+            Fill();
         }
     }
 
-    private async Task<string> ReadBytesAsync(int count)
+    private string ReadString(int count)
     {
         while (_end - _start < count)
         {
-            await FillAsync();
+            Fill();
         }
 
         var text = Encoding.UTF8.GetString(_buffer, _start, count);
@@ -108,7 +109,7 @@ internal sealed class LeanHttpConnection : IDisposable
         return text;
     }
 
-    private async Task FillAsync()
+    private void Fill()
     {
         if (_start > 0)
         {
@@ -122,7 +123,7 @@ internal sealed class LeanHttpConnection : IDisposable
             throw new InvalidOperationException("Response line or body larger than the buffer.");
         }
 
-        var read = await _stream.ReadAsync(_buffer.AsMemory(_end));
+        var read = _socket.Receive(_buffer.AsSpan(_end));
         if (read == 0)
         {
             throw new IOException("The server closed the connection.");
@@ -131,9 +132,5 @@ internal sealed class LeanHttpConnection : IDisposable
         _end += read;
     }
 
-    public void Dispose()
-    {
-        _stream.Dispose();
-        _tcp.Dispose();
-    }
+    public void Dispose() => _socket.Dispose();
 }

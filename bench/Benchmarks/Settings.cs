@@ -24,7 +24,7 @@ internal sealed record Settings
     public int DiffClients { get; init; } = Int("BENCH_DIFF_CLIENTS", 8);
     public int FreshnessSamples { get; init; } = Int("BENCH_FRESHNESS_SAMPLES", 50);
     public int CheckSeconds { get; init; } = Int("BENCH_CHECK_SECONDS", 10);
-    /// <summary>Concurrent membership-check connections (each a lean keep-alive connection, see LeanHttpConnection).</summary>
+    /// <summary>Concurrent membership-check connections (each a lean keep-alive connection on a thread of its own, see LeanHttpConnection).</summary>
     public int CheckConcurrency { get; init; } = Int("BENCH_CHECK_CONCURRENCY", 16);
     public string Output { get; init; } = Str("BENCH_OUTPUT", "artifacts/bench.json");
 
