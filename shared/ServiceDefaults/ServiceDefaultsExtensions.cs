@@ -66,9 +66,7 @@ public static class ServiceDefaultsExtensions
             o.IncludeScopes = true;
         });
 
-        // Export only where a collector is configured; never hard-code one. Without one, spans would be recorded for
-        // nobody: on the membership-check path that alone cost about a fifth of SegmentService's throughput. Logs
-        // still carry trace and span ids (ASP.NET Core and MassTransit keep creating and propagating activities).
+        // Export only where a collector is configured; never hard-code one.
         var exporting = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
         var otel = builder.Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService(serviceName))
@@ -81,11 +79,8 @@ public static class ServiceDefaultsExtensions
                     .AddMeter("Npgsql")
                     .AddMeter(meterNames)
                     .AddPrometheusExporter();
-            });
-        if (exporting)
-        {
-            // The sampler follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: every trace).
-            otel.WithTracing(t =>
+            })
+            .WithTracing(t =>
             {
                 t.AddAspNetCoreInstrumentation(o =>
                         o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health")
@@ -94,7 +89,18 @@ public static class ServiceDefaultsExtensions
                     .AddSource("MassTransit")
                     .AddNpgsql()
                     .AddSource(serviceName);
+                if (!exporting)
+                {
+                    // Spans recorded for nobody cost CPU on hot paths such as membership checks. Dropped spans are
+                    // still created where they continue a trace, so logs and messages keep carrying the trace id.
+                    t.SetSampler(new AlwaysOffSampler());
+                }
+
+                // Otherwise the sampler follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: every trace).
             });
+
+        if (exporting)
+        {
             otel.UseOtlpExporter();
         }
     }
