@@ -18,8 +18,8 @@ public static class CohortServiceHosting
     public static IHostApplicationBuilder AddCohortService(this IHostApplicationBuilder builder)
     {
         DateTimeOffsetHandler.Register();
-        builder.Services.Configure<CohortsOptions>(builder.Configuration.GetSection(CohortsOptions.SectionName));
         builder.Services.AddOptions<CohortsOptions>()
+            .Bind(builder.Configuration.GetSection(CohortsOptions.SectionName))
             .Validate(o => o.InlineChangeLimit >= 0 && o.ChangeLogSetLimit >= 0,
                 "Cohorts:InlineChangeLimit and Cohorts:ChangeLogSetLimit must not be negative.")
             .ValidateOnStart();

@@ -4,9 +4,9 @@ namespace CohortBridge.CohortService.Matching;
 
 /// <summary>
 /// How many matches run at once in this process (<see cref="CohortsOptions.MatchConcurrency"/>): change imports
-/// matched ahead of their turn and completing snapshots' matches. Matching is index look-ups, so more of it side by side than the database has cores only
-/// adds contention: when 32 snapshot chunks were matched at once on two cores, each backend also paid page faults and
-/// cache misses of its own.
+/// matched ahead of their turn and completing snapshots' matches. Each keeps a database core busy (index look-ups, or a
+/// snapshot's hash join), so more of them side by side than the database has cores only adds contention: when 32
+/// snapshot chunks were matched at once on two cores, each backend also paid page faults and cache misses of its own.
 /// </summary>
 public sealed class MatchingSlots(IOptions<CohortsOptions> options)
 {

@@ -221,13 +221,13 @@ public sealed partial class SnapshotChunkProcessor(
         var indexLookups = identifiers * 8 < (directory?.Users ?? 0);
         // At most Cohorts:MatchConcurrency matches at once in this process: a large one hashes millions of identifiers
         // in up to 1 GB of database memory (work_mem 512MB, hash_mem_multiplier 2) on one core for tens of seconds.
-        var (users, stats) = await matchingSlots.RunAsync(
+        Task<(OrdinalSet, ImportStatistics)> MatchAsync() => matchingSlots.RunAsync(
             () => SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct), ct);
+        var (users, stats) = await MatchAsync();
         var directoryVersion = await CohortRepository.LockWorkspaceSharedAsync(conn, tx, m.WorkspaceId, ct);
         if (directory?.DirectoryVersion != directoryVersion)
         {
-            (users, stats) = await matchingSlots.RunAsync(
-                () => SnapshotRepository.MatchStagedAsync(conn, tx, m.WorkspaceId, m.ImportId, indexLookups, ct), ct);
+            (users, stats) = await MatchAsync();
         }
 
         var matchTime = ImportMetrics.Since(start);
