@@ -30,6 +30,21 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     private readonly ConcurrentDictionary<string, long> _applied = new(StringComparer.Ordinal);
 
     /// <summary>
+    /// The latest database read per cohort, shared by every waiter of that cohort in this process: each waiter polls
+    /// on its own back-off, so without sharing a busy cohort with 100 imports waiting read cohort_sequences over 1,000
+    /// times a second (measured: 24 reads per applied import), which cost PostgreSQL more than the imports' own writes.
+    /// </summary>
+    private readonly ConcurrentDictionary<string, SharedRead> _reads = new(StringComparer.Ordinal);
+
+    /// <summary>A read started this recently (or still running) answers a waiter's poll instead of a read of its own.</summary>
+    private static readonly TimeSpan ShareReadsWithin = TimeSpan.FromMilliseconds(20);
+
+    private long _databaseReads;
+
+    /// <summary>Reads of cohort_sequences this gate has made (shared reads count once).</summary>
+    public long DatabaseReads => Interlocked.Read(ref _databaseReads);
+
+    /// <summary>
     /// Returns once the message may be applied: true in order, false when the predecessor was given up.
     /// Messages without a sequence pass at once.
     /// </summary>
@@ -56,7 +71,7 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
             var applied = _applied.GetValueOrDefault(key);
             if (applied < sequence - 1 && readDatabase)
             {
-                applied = Remember(key, await CohortSequences.AppliedAsync(dataSource, message, ct));
+                applied = await ReadAppliedAsync(key, message).WaitAsync(ct);
             }
 
             if (applied >= sequence - 1)
@@ -84,6 +99,34 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
         }
     }
 
+    /// <summary>
+    /// The cohort's applied sequence from the database, read at most once per <see cref="ShareReadsWithin"/> for all
+    /// of this process's waiters of that cohort. A waiter cancelled meanwhile stops waiting; the read itself runs on
+    /// (one short query) for the others.
+    /// </summary>
+    private Task<long> ReadAppliedAsync(string key, CohortExportReceived message)
+    {
+        var read = _reads.GetOrAdd(key, static _ => new SharedRead());
+        lock (read)
+        {
+            var fresh = read.Task is { IsFaulted: false, IsCanceled: false }
+                && (!read.Task.IsCompleted || Stopwatch.GetElapsedTime(read.StartedAt) < ShareReadsWithin);
+            if (!fresh)
+            {
+                read.StartedAt = Stopwatch.GetTimestamp();
+                read.Task = ReadAsync();
+            }
+
+            return read.Task!;
+        }
+
+        async Task<long> ReadAsync()
+        {
+            Interlocked.Increment(ref _databaseReads);
+            return Remember(key, await CohortSequences.AppliedAsync(dataSource, message, CancellationToken.None));
+        }
+    }
+
     private async Task GiveUpPredecessorsAsync(CohortExportReceived message, long sequence, CancellationToken ct)
     {
         await using var conn = await dataSource.OpenConnectionAsync(ct);
@@ -98,7 +141,12 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     /// Call after committing imports with sequences: waiters in this process look again at once (in the database, as
     /// this does not say which sequence is now applied).
     /// </summary>
-    public void Advanced() => Pulse(known: false);
+    public void Advanced()
+    {
+        // Waiters must read again, and a shared read started before this commit may not have seen it.
+        _reads.Clear();
+        Pulse(known: false);
+    }
 
     /// <summary>
     /// <see cref="Advanced()"/>, telling waiters the sequence now applied for the message's cohort, so that they need
@@ -106,12 +154,14 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     /// </summary>
     public void Advanced(CohortExportReceived message)
     {
-        if (message.Sequence is { } sequence)
+        if (message.Sequence is not { } sequence)
         {
-            Remember(CohortSequences.Key(message), sequence);
+            Advanced();
+            return;
         }
 
-        Pulse(known: message.Sequence is not null);
+        Remember(CohortSequences.Key(message), sequence);
+        Pulse(known: true);
     }
 
     private long Remember(string key, long applied) =>
@@ -120,6 +170,13 @@ public sealed partial class SequenceGate(NpgsqlDataSource dataSource, IOptions<C
     private void Pulse(bool known) => Interlocked.Exchange(ref _pulse, NewPulse()).TrySetResult(known);
 
     private static TaskCompletionSource<bool> NewPulse() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private sealed class SharedRead
+    {
+        public Task<long>? Task { get; set; }
+
+        public long StartedAt { get; set; }
+    }
 
     private static partial class Log
     {
