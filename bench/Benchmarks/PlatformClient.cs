@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dapper;
 using Npgsql;
@@ -184,18 +185,31 @@ internal sealed class PlatformClient : IDisposable
     }
 
     /// <summary>One compatible-API change request; returns the import id.</summary>
-    public async Task<string> PostChangesAsync(string cohortId, IReadOnlyList<string> externalIds, bool remove = false)
-    {
-        var payload = new
+    public Task<string> PostChangesAsync(string cohortId, IReadOnlyList<string> externalIds, bool remove = false) =>
+        PostChangesAsync(ChangesBody(cohortId, externalIds, remove));
+
+    /// <summary>
+    /// The body of one compatible-API change request. The diff figure builds its bodies before timing starts: the
+    /// client shares the cores with the platform, and encoding 1,000 identifiers per request took it about 3 µs of CPU
+    /// per identifier, which the platform's figure should not pay.
+    /// </summary>
+    public byte[] ChangesBody(string cohortId, IReadOnlyList<string> externalIds, bool remove = false) =>
+        JsonSerializer.SerializeToUtf8Bytes(new
         {
             partner_api_key = PartnerApiKey,
             client_secret = ClientSecret,
             cohort_id = cohortId,
             cohort_changes = new[] { new { user_ids = externalIds, device_ids = Array.Empty<string>(), aliases = Array.Empty<object>(), should_remove = remove } },
-        };
+        });
+
+    /// <summary>Sends a body from <see cref="ChangesBody"/>; returns the import id.</summary>
+    public async Task<string> PostChangesAsync(byte[] changesBody)
+    {
         for (var attempt = 0; ; attempt++)
         {
-            using var r = await _gateway.PostAsJsonAsync($"partners/{Partner}/cohorts/users", payload);
+            using var content = new ByteArrayContent(changesBody);
+            content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+            using var r = await _gateway.PostAsync($"partners/{Partner}/cohorts/users", content);
             var body = await r.Content.ReadAsStringAsync();
             if (r.StatusCode == HttpStatusCode.Accepted)
             {

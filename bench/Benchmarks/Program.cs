@@ -54,7 +54,9 @@ Row("snapshot import", $"{F(snapshotSeconds, "F1")} s, {F(n / snapshotSeconds)} 
 
 // 4. Diff path: 1,000-identifier requests from concurrent clients into one cohort.
 var diffUsers = SyntheticWorkspace.IdentifiedUsers(n).Take(Math.Min(settings.DiffIdentifiers, n)).ToArray();
-var batches = diffUsers.Chunk(1000).ToArray();
+var bodies = diffUsers.Chunk(1000)
+    .Select(batch => platform.ChangesBody("bench-diff", [.. batch.Select(i => "u" + i.ToString(CultureInfo.InvariantCulture))]))
+    .ToArray();
 var latencies = new ConcurrentBag<double>();
 var lastImports = new ConcurrentBag<string>();
 var next = -1;
@@ -64,11 +66,10 @@ await Task.WhenAll(Enumerable.Range(0, settings.DiffClients).Select(async _ =>
 {
     string? last = null;
     int k;
-    while ((k = Interlocked.Increment(ref next)) < batches.Length)
+    while ((k = Interlocked.Increment(ref next)) < bodies.Length)
     {
-        var ids = batches[k].Select(i => "u" + i.ToString(CultureInfo.InvariantCulture)).ToArray();
         var t = Stopwatch.StartNew();
-        last = await platform.PostChangesAsync("bench-diff", ids);
+        last = await platform.PostChangesAsync(bodies[k]);
         latencies.Add(t.Elapsed.TotalMilliseconds);
     }
 
