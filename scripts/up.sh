@@ -46,16 +46,29 @@ for entry in "${SERVICES[@]}"; do
   )
 done
 
+# A service with a large persisted state (SegmentService reloading a 10M-user projection) takes longer than a minute
+# to report ready; the wait is bounded, says what it is waiting for, and gives up at once when the process exits.
+READY_TIMEOUT="${COHORTBRIDGE_READY_TIMEOUT:-600}"
 for entry in "${SERVICES[@]}"; do
   IFS=: read -r name port db <<< "$entry"
   ok=""
-  for _ in $(seq 1 120); do
+  started=$SECONDS
+  report=$(( started + 30 ))
+  while (( SECONDS - started < READY_TIMEOUT )); do
     if curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready" 2>/dev/null; then ok=1; break; fi
     alive "$name" || break
+    if (( SECONDS >= report )); then
+      say "waiting for $name to be ready ($(( SECONDS - started )) s; it may be loading a large state; log: $LOG_DIR/$name.log)"
+      report=$(( SECONDS + 30 ))
+    fi
     sleep 0.5
   done
   if [ -z "$ok" ]; then
-    echo "$name did not become ready on port $port within a minute. Log: $LOG_DIR/$name.log" >&2
+    if alive "$name"; then
+      echo "$name did not become ready on port $port within $READY_TIMEOUT s (COHORTBRIDGE_READY_TIMEOUT). Log: $LOG_DIR/$name.log" >&2
+    else
+      echo "$name exited before it became ready. Log: $LOG_DIR/$name.log" >&2
+    fi
     tail -n 20 "$LOG_DIR/$name.log" >&2 || true
     exit 1
   fi

@@ -155,6 +155,48 @@ public sealed class ProjectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Restart_WorkspaceCreatedWhileRunning_DirectoryNotReadAgain()
+    {
+        var segments = await _harness.StartAsync("live-workspace");
+
+        // The workspace appears after the replica caught up: its whole directory comes through the replica's queue.
+        await PublishUsersAsync(20);
+        await _harness.PublishAsync(Cohorts.Change(_ws, Partner, "a", add: [1, 2]));
+        await SizeAsync(segments, "a", 2);
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("a"));
+        await MemberBecomesAsync(segments, id, "u2", expected: true);
+        await Eventually.UntilAsync(
+            () => Task.FromResult(segments.Output.Contains("Projection caught up with CohortService", StringComparison.Ordinal)),
+            because: "the start-up catch-up has ended");
+        await segments.StopAsync();
+
+        var before = Cohorts.Requests.Count;
+        var restarted = await _harness.StartAsync("live-workspace");
+        var check = await restarted.Client.GetFromJsonAsync<JsonElement>($"workspaces/{_ws}/segments/{id}/members/check?external_id=u2");
+        Assert.True(check.GetProperty("member").GetBoolean());
+        var afterRestart = Cohorts.Requests.Skip(before).ToList();
+        Assert.Contains("/internal/workspaces", afterRestart);
+        Assert.DoesNotContain(afterRestart, r => r.Contains("/directory", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Startup_DirectoryStreamCut_RetriesAndKeepsRunning()
+    {
+        await PublishUsersAsync(10);
+        Cohorts.Change(_ws, Partner, "old", add: [3, 4]);
+        Cohorts.CutNextDirectoryRead = true;
+
+        var segments = await _harness.StartAsync("cut-stream");
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("old"));
+        await MemberBecomesAsync(segments, id, "u4", expected: true);
+        Assert.False(segments.HasExited);
+        await Eventually.UntilAsync(
+            () => Task.FromResult(segments.Output.Contains("Catching up with CohortService failed; retrying", StringComparison.Ordinal)),
+            because: "the cut read is logged and retried");
+        Assert.Equal(2, Cohorts.Requests.Count(r => r == $"/internal/workspaces/{_ws}/directory"));
+    }
+
+    [Fact]
     public async Task TwoInstances_SameEvents_BothUpToDateOnTheirOwnQueues()
     {
         var first = await _harness.StartAsync("replica-1");
@@ -171,6 +213,17 @@ public sealed class ProjectionTests : IAsyncLifetime
         Assert.Contains("segments-cohort-updated-replica-2", names);
         Assert.Contains("segments-user-directory-changed-replica-1", names);
     }
+
+    private Task<bool> MemberBecomesAsync(ServiceProcess segments, Guid segmentId, string externalId, bool expected) =>
+        Eventually.UntilAsync(
+            async () =>
+            {
+                using var response = await segments.Client.GetAsync($"workspaces/{_ws}/segments/{segmentId}/members/check?external_id={externalId}");
+                return response.IsSuccessStatusCode
+                    && (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("member").GetBoolean();
+            },
+            member => member == expected,
+            because: $"{externalId} is{(expected ? "" : " not")} a member");
 
     private static object Includes(string cohortId) => new { cohort = new { partner = Partner, cohort_id = cohortId }, op = "includes" };
 

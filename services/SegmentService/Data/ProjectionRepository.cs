@@ -79,10 +79,6 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
                SET external_id = excluded.external_id, aliases = excluded.aliases, device_ids = excluded.device_ids,
                    identified = excluded.identified, deleted = excluded.deleted
             """;
-        const string markSql = """
-            INSERT INTO directory_workspaces (workspace_id, loaded_at) VALUES (@WorkspaceId, now())
-            ON CONFLICT (workspace_id) DO UPDATE SET loaded_at = excluded.loaded_at
-            """;
 
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
@@ -115,10 +111,28 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         await conn.ExecuteAsync(new CommandDefinition(merge, new { WorkspaceId = workspaceId }, tx, cancellationToken: ct));
         if (markLoaded)
         {
-            await conn.ExecuteAsync(new CommandDefinition(markSql, new { WorkspaceId = workspaceId }, tx, cancellationToken: ct));
+            await MarkDirectoriesLoadedAsync(conn, tx, [workspaceId], ct);
         }
 
         await tx.CommitAsync(ct);
+    }
+
+    /// <summary>Records that this replica holds the whole directory of each workspace (start-up need not read it).</summary>
+    public async Task MarkDirectoriesLoadedAsync(IReadOnlyCollection<string> workspaceIds, CancellationToken ct)
+    {
+        await using var conn = await dataSource.OpenConnectionAsync(ct);
+        await MarkDirectoriesLoadedAsync(conn, null, workspaceIds, ct);
+    }
+
+    private static Task MarkDirectoriesLoadedAsync(
+        NpgsqlConnection conn, NpgsqlTransaction? tx, IReadOnlyCollection<string> workspaceIds, CancellationToken ct)
+    {
+        const string sql = """
+            INSERT INTO directory_workspaces (workspace_id, loaded_at)
+            SELECT w, now() FROM unnest(@WorkspaceIds::text[]) AS w
+            ON CONFLICT (workspace_id) DO UPDATE SET loaded_at = excluded.loaded_at
+            """;
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { WorkspaceIds = workspaceIds.ToArray() }, tx, cancellationToken: ct));
     }
 
     public async Task<HashSet<string>> LoadedDirectoryWorkspacesAsync(CancellationToken ct)

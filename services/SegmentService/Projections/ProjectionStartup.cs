@@ -1,4 +1,5 @@
 using CohortBridge.SegmentService.Data;
+using MassTransit;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 
@@ -20,6 +21,7 @@ public sealed partial class ProjectionStartup(
     ProjectionRepository repository,
     ProjectionUpdater updater,
     CohortServiceClient cohortService,
+    IBusControl bus,
     IOptions<SegmentsOptions> options,
     ILogger<ProjectionStartup> logger) : BackgroundService
 {
@@ -107,6 +109,8 @@ public sealed partial class ProjectionStartup(
                 return;
             }
             catch (Exception ex) when (ex is HttpRequestException or TimeoutException or InvalidDataException
+                                           // A stream cut mid-read (CohortService restarting while it sends a directory).
+                                           or IOException
                                            or System.Text.Json.JsonException
                                            // An open circuit or a resilience timeout while CohortService is down: retry, not stop the host.
                                            or Polly.ExecutionRejectedException
@@ -120,6 +124,8 @@ public sealed partial class ProjectionStartup(
 
     private async Task CatchUpOnceAsync(CancellationToken ct)
     {
+        // Workspaces created after the listing below are complete from events only if the queues were bound before it.
+        var queuesBound = await bus.WaitForHealthStatus(BusHealthStatus.Healthy, TimeSpan.FromSeconds(10)) == BusHealthStatus.Healthy;
         var loaded = await repository.LoadedDirectoryWorkspacesAsync(ct);
         foreach (var workspaceId in await cohortService.ListWorkspacesAsync(ct))
         {
@@ -132,6 +138,11 @@ public sealed partial class ProjectionStartup(
         await foreach (var summary in cohortService.ListCohortsAsync(ct))
         {
             await updater.CatchUpAsync(summary, ct);
+        }
+
+        if (queuesBound)
+        {
+            await updater.DirectoriesCompleteAsync(ct);
         }
     }
 

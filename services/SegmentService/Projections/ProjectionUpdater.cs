@@ -18,6 +18,9 @@ public sealed partial class ProjectionUpdater(
     TimeProvider time,
     ILogger<ProjectionUpdater> logger)
 {
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _workspacesFromEvents = new(StringComparer.Ordinal);
+    private volatile bool _directoriesComplete;
+
     public async Task ApplyAsync(CohortUpdated message, CancellationToken ct)
     {
         var workspace = store.GetOrAdd(message.WorkspaceId);
@@ -105,8 +108,35 @@ public sealed partial class ProjectionUpdater(
             return;
         }
 
-        await repository.SaveDirectoryUsersAsync(message.WorkspaceId, message.Users.ToList(), markLoaded: false, ct);
+        // Before the catch-up has covered every workspace, note this one so that its end can mark it (see
+        // DirectoriesCompleteAsync); the flag is read again after the note, so a workspace is never left unmarked
+        // by an end that ran in between.
+        if (!_directoriesComplete)
+        {
+            _workspacesFromEvents.TryAdd(message.WorkspaceId, 0);
+        }
+
+        await repository.SaveDirectoryUsersAsync(message.WorkspaceId, message.Users.ToList(), markLoaded: _directoriesComplete, ct);
         store.GetOrAdd(message.WorkspaceId).Directory.Apply(message.Users);
+    }
+
+    /// <summary>
+    /// Called when a catch-up that listed CohortService's workspaces after this replica's queues were bound has read
+    /// every listed directory it did not hold. A workspace missing from that list was created later, so every change
+    /// of its directory is in this replica's durable queue: the replica holds it whole from its events and marks it
+    /// loaded, so a restart does not read it again (at 10M users that read took minutes and was repeated on every
+    /// restart, because a workspace created while the replica ran was never marked).
+    /// </summary>
+    public async Task DirectoriesCompleteAsync(CancellationToken ct)
+    {
+        _directoriesComplete = true;
+        var seen = _workspacesFromEvents.Keys.ToList();
+        if (seen.Count > 0)
+        {
+            await repository.MarkDirectoriesLoadedAsync(seen, ct);
+        }
+
+        _workspacesFromEvents.Clear();
     }
 
     /// <summary>Reads a workspace's whole directory from CohortService (first start of a replica).</summary>

@@ -38,6 +38,9 @@ public sealed class FakeCohortService : IAsyncDisposable
     /// <summary>When set, the change log only reaches back to this version (older "after" values get complete=false).</summary>
     public long OldestChangeLogVersion { get; set; }
 
+    /// <summary>The next directory read sends one user and then drops the connection (a restarting CohortService).</summary>
+    public bool CutNextDirectoryRead { get; set; }
+
     public IReadOnlyCollection<string> Requests => _requests.ToArray();
 
     public static async Task<FakeCohortService> StartAsync()
@@ -141,12 +144,23 @@ public sealed class FakeCohortService : IAsyncDisposable
             }
         });
 
-        app.MapGet("/internal/workspaces/{ws}/directory", async (string ws, HttpResponse response) =>
+        app.MapGet("/internal/workspaces/{ws}/directory", async (string ws, HttpContext context) =>
         {
-            response.ContentType = "application/x-ndjson";
+            var cut = CutNextDirectoryRead;
+            CutNextDirectoryRead = false;
+            context.Response.ContentType = "application/x-ndjson";
             foreach (var user in _directory.Where(d => d.Key.Ws == ws).Select(d => d.Value))
             {
-                await response.WriteAsync(JsonSerializer.Serialize(user, PlatformJson.Options) + "\n");
+                await context.Response.WriteAsync(JsonSerializer.Serialize(user, PlatformJson.Options) + "\n");
+                if (cut)
+                {
+                    // Let the client get the headers and start reading the body: the cut must fall mid-stream, past
+                    // the HTTP client's own retries.
+                    await context.Response.Body.FlushAsync();
+                    await Task.Delay(300);
+                    context.Abort();
+                    return;
+                }
             }
         });
 
