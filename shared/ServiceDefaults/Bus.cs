@@ -44,6 +44,10 @@ public static class Bus
         builder.Services.AddMassTransit(x =>
         {
             x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(endpointPrefix, false));
+
+            // MassTransit 8.4+ reports usage telemetry to masstransit.io by default: a customer's deployment must not
+            // call a third party on its own (and behind an egress firewall every report logged a warning).
+            x.ConfigureUsageTelemetryOptions(o => o.Enabled = false);
             configureConsumers?.Invoke(x);
             x.UsingRabbitMq((context, cfg) =>
             {
