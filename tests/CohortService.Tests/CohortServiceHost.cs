@@ -105,6 +105,15 @@ public class CohortServiceHost : IAsyncDisposable
         return conn;
     }
 
+    /// <summary>A fresh database with CohortService's migrations applied, for tests that drive its classes directly.</summary>
+    public static async Task<NpgsqlDataSource> MigratedDataSourceAsync(string namePrefix)
+    {
+        var infra = await Infrastructure.GetAsync();
+        var cs = infra.ConnectionStringFor(Infrastructure.UniqueName(namePrefix));
+        ServiceDefaults.Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        return NpgsqlDataSource.Create(cs);
+    }
+
     public static string NewWorkspace() => "ws-" + Guid.NewGuid().ToString("N")[..12];
 
     /// <summary>Bulk-upserts NDJSON lines; returns the parsed response.</summary>

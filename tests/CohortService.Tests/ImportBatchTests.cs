@@ -1,7 +1,6 @@
 using System.Text.Json;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.Contracts;
-using CohortBridge.ServiceDefaults;
 using CohortBridge.Testing;
 using Dapper;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -22,13 +21,9 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var infra = await Infrastructure.GetAsync();
-        var cs = infra.ConnectionStringFor(Infrastructure.UniqueName("cohorts_batch"));
-
         // As the service host sets them up (AddPlatformDatabase, AddCohortService; Dapper: DapperSettings).
         Data.DateTimeOffsetHandler.Register();
-        Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
-        _dataSource = NpgsqlDataSource.Create(cs);
+        _dataSource = await MigratedDataSourceAsync("cohorts_batch");
         var options = Options.Create(new CohortsOptions());
         var gate = new SequenceGate(_dataSource, options, NullLogger<SequenceGate>.Instance);
         _processor = new ImportProcessor(

@@ -2,8 +2,6 @@ using CohortBridge.CohortService.Directory;
 using CohortBridge.CohortService.Matching;
 using CohortBridge.CohortService.Outbox;
 using CohortBridge.Contracts;
-using CohortBridge.ServiceDefaults;
-using CohortBridge.Testing;
 using CsCheck;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -22,10 +20,7 @@ public sealed class MatcherPropertyTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var infra = await Infrastructure.GetAsync();
-        var cs = infra.ConnectionStringFor(Infrastructure.UniqueName("cohorts_prop"));
-        Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
-        _dataSource = NpgsqlDataSource.Create(cs);
+        _dataSource = await CohortServiceHost.MigratedDataSourceAsync("cohorts_prop");
         _directory = new UserDirectory(_dataSource, new OutboxSignal(), Options.Create(new CohortsOptions()), NullLogger<UserDirectory>.Instance);
     }
 

@@ -1,8 +1,6 @@
 using CohortBridge.CohortService.Data;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.Contracts;
-using CohortBridge.ServiceDefaults;
-using CohortBridge.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -20,10 +18,7 @@ public sealed class SequenceGateTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var infra = await Infrastructure.GetAsync();
-        var cs = infra.ConnectionStringFor(Infrastructure.UniqueName("cohorts_gate"));
-        Database.Migrate(cs, typeof(CohortServiceHosting).Assembly, NullLogger.Instance);
-        _dataSource = NpgsqlDataSource.Create(cs);
+        _dataSource = await MigratedDataSourceAsync("cohorts_gate");
     }
 
     public async Task DisposeAsync() => await _dataSource.DisposeAsync();
