@@ -170,6 +170,26 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Assert.Equal((4L, 2L), await conn.QuerySingleAsync<(long, long)>(
             "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
     }
+
+    [Fact]
+    public async Task ProcessBatch_RedeliveredImportCompletedBeforeMigration0012_ReturnsEventStoredAsJsonb()
+    {
+        var ws = await WorkspaceWithUsersAsync(2);
+        var first = new[] { Changes(ws, "legacy", Add("u0")), Changes(ws, "legacy", Add("u1")) };
+        var applied = await _processor.ProcessBatchAsync(first, CancellationToken.None);
+
+        // New rows keep the event as text only; rows completed before 0012 have it in the jsonb column.
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        Assert.Equal(2, await conn.ExecuteAsync("""
+            UPDATE imports SET pending_event = event_json::jsonb, event_json = NULL
+            WHERE workspace_id = @ws AND event_json IS NOT NULL AND pending_event IS NULL
+            """, new { ws }));
+
+        var again = await _processor.ProcessBatchAsync(first, CancellationToken.None);
+
+        Assert.Equal(applied.Select(e => JsonSerializer.Serialize(e)), again.Select(e => JsonSerializer.Serialize(e)));
+        Assert.Equal([1L, 2L], again.Select(e => e!.Version));
+    }
 }
 
 /// <summary>

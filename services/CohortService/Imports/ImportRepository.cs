@@ -94,7 +94,7 @@ public static class ImportRepository
         NpgsqlConnection conn, NpgsqlTransaction tx, Guid[] importIds, CancellationToken ct)
     {
         const string sql = """
-            SELECT import_id, workspace_id, partner, cohort_id, kind, status, error, pending_event::text AS pending_event
+            SELECT import_id, workspace_id, partner, cohort_id, kind, status, error, coalesce(event_json, pending_event::text) AS pending_event
             FROM imports WHERE import_id = ANY(@importIds) ORDER BY import_id FOR UPDATE
             """;
         var rows = await conn.QueryAsync<ImportRecord>(new CommandDefinition(sql, new { importIds }, tx, cancellationToken: ct));
@@ -104,7 +104,7 @@ public static class ImportRepository
     public static Task<ImportRecord?> LockAsync(NpgsqlConnection conn, NpgsqlTransaction tx, Guid importId, CancellationToken ct)
     {
         const string sql = """
-            SELECT import_id, workspace_id, partner, cohort_id, kind, status, error, pending_event::text AS pending_event
+            SELECT import_id, workspace_id, partner, cohort_id, kind, status, error, coalesce(event_json, pending_event::text) AS pending_event
             FROM imports WHERE import_id = @importId FOR UPDATE
             """;
         return conn.QuerySingleOrDefaultAsync<ImportRecord>(new CommandDefinition(sql, new { importId }, tx, cancellationToken: ct));
@@ -114,7 +114,7 @@ public static class ImportRepository
         UPDATE imports SET
             status = @status, received = @received, matched = @matched, added = @added, removed = @removed,
             unmatched = @unmatched::jsonb, unmatched_sample = @sample, cohort_pk = @cohortPk,
-            cohort_version = @cohortVersion, completed_at = now(), error = @error, pending_event = @pendingEvent::jsonb
+            cohort_version = @cohortVersion, completed_at = now(), error = @error, event_json = @pendingEvent
         WHERE import_id = @importId
         """;
 

@@ -290,7 +290,7 @@ public static class SnapshotRepository
             UPDATE imports SET
                 status = 'completed', added = @added, removed = @removed, cohort_pk = @cohortPk,
                 cohort_version = @cohortVersion, processed = received, completed_at = now(), error = NULL,
-                pending_event = @pendingEvent::jsonb
+                event_json = @pendingEvent
             WHERE import_id = @importId
             """;
         return conn.ExecuteAsync(new CommandDefinition(
