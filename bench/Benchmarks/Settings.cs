@@ -22,14 +22,17 @@ internal sealed record Settings
 
     public int DiffIdentifiers { get; init; } = Int("BENCH_DIFF_IDS", 1_000_000);
     public int DiffClients { get; init; } = Int("BENCH_DIFF_CLIENTS", 8);
+
+    /// <summary>Identifiers sent, untimed, into another cohort before the diff path is timed (0: no warm-up).</summary>
+    public int DiffWarmUpIdentifiers { get; init; } = Int("BENCH_DIFF_WARMUP_IDS", 200_000, allowZero: true);
     public int FreshnessSamples { get; init; } = Int("BENCH_FRESHNESS_SAMPLES", 50);
     public int CheckSeconds { get; init; } = Int("BENCH_CHECK_SECONDS", 10);
     /// <summary>Concurrent membership-check connections (each a lean keep-alive connection on a thread of its own, see LeanHttpConnection).</summary>
     public int CheckConcurrency { get; init; } = Int("BENCH_CHECK_CONCURRENCY", 16);
     public string Output { get; init; } = Str("BENCH_OUTPUT", "artifacts/bench.json");
 
-    private static int Int(string name, int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable(name), out var v) && v > 0 ? v : fallback;
+    private static int Int(string name, int fallback, bool allowZero = false) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), out var v) && (v > 0 || (allowZero && v == 0)) ? v : fallback;
 
     private static string Str(string name, string fallback) =>
         Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : fallback;
