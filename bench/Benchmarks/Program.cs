@@ -54,7 +54,7 @@ Row("snapshot import", $"{F(snapshotSeconds, "F1")} s, {F(n / snapshotSeconds)} 
 
 // 4. Diff path: 1,000-identifier requests from concurrent clients into one cohort.
 // Sends the bodies from DiffClients concurrent clients and waits until each client's last import completed.
-async Task PostChangesAsync(byte[][] requestBodies, ConcurrentBag<double> requestLatencies)
+async Task SendConcurrentlyAsync(byte[][] requestBodies, ConcurrentBag<double> requestLatencies)
 {
     var lastImports = new ConcurrentBag<string>();
     var next = -1;
@@ -96,14 +96,14 @@ if (warmUpBodies.Length > 0)
 {
     await Quiet();
     var warmUp = Stopwatch.StartNew();
-    await PostChangesAsync(warmUpBodies, []);
+    await SendConcurrentlyAsync(warmUpBodies, []);
     Console.WriteLine($"  (diff warm-up: {F(warmUpBodies.Length)} requests into another cohort in {F(warmUp.Elapsed.TotalSeconds, "F1")} s, not timed)");
 }
 
 var latencies = new ConcurrentBag<double>();
 await Quiet();
 sw.Restart();
-await PostChangesAsync(bodies, latencies);
+await SendConcurrentlyAsync(bodies, latencies);
 var diffSeconds = sw.Elapsed.TotalSeconds;
 var diffIdsPerSecond = diffUsers.Length / diffSeconds;
 await Quiet();
