@@ -56,6 +56,18 @@ public sealed class CohortsOptions
     /// <summary>How often the outbox dispatcher looks for rows that an immediate publish did not take.</summary>
     public TimeSpan OutboxPollInterval { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// How long what only a replay needs is kept (<see cref="Imports.ReplayHistorySweeper"/>): the CohortUpdated each
+    /// import stored to publish again on redelivery (~10 kB for a 1,000-identifier request), and the user sets of the
+    /// change log, from which a lagging SegmentService replica catches up. After it a redelivered import is acknowledged
+    /// without publishing again, and a replica further behind re-reads the cohort. Import rows, their statistics and the
+    /// versions stay. Zero or less keeps everything.
+    /// </summary>
+    public TimeSpan ReplayRetention { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>How often <see cref="Imports.ReplayHistorySweeper"/> looks for history past <see cref="ReplayRetention"/>.</summary>
+    public TimeSpan ReplaySweepInterval { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Largest number of errors a bulk upsert response lists (all rejected lines are counted).</summary>
     public int MaxReportedErrors { get; set; } = 1000;
 

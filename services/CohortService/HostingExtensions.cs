@@ -22,6 +22,7 @@ public static class CohortServiceHosting
             .Bind(builder.Configuration.GetSection(CohortsOptions.SectionName))
             .Validate(o => o.InlineChangeLimit >= 0 && o.ChangeLogSetLimit >= 0,
                 "Cohorts:InlineChangeLimit and Cohorts:ChangeLogSetLimit must not be negative.")
+            .Validate(o => o.ReplaySweepInterval > TimeSpan.Zero, "Cohorts:ReplaySweepInterval must be positive.")
             .ValidateOnStart();
         builder.AddPlatformDatabase(DatabaseName, typeof(CohortServiceHosting).Assembly);
 
@@ -41,6 +42,8 @@ public static class CohortServiceHosting
             .ValidateOnStart();
         builder.Services.AddSingleton<SnapshotChunkProcessor>();
         builder.Services.AddHostedService<SnapshotSweeper>();
+        builder.Services.AddSingleton<ReplayHistorySweeper>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ReplayHistorySweeper>());
 
         builder.AddPlatformBus(EndpointPrefix, x =>
         {

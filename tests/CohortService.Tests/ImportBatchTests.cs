@@ -190,6 +190,93 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Assert.Equal(applied.Select(e => JsonSerializer.Serialize(e)), again.Select(e => JsonSerializer.Serialize(e)));
         Assert.Equal([1L, 2L], again.Select(e => e!.Version));
     }
+    [Fact]
+    public async Task ReplaySweep_PastRetention_ClearsStoredEventsAndChangeLogSetsOnly()
+    {
+        var ws = await WorkspaceWithUsersAsync(3);
+        var old = new[] { Changes(ws, "aged", Add("u0", "nobody")), Changes(ws, "aged", Add("u1")) };
+        await _processor.ProcessBatchAsync(old, CancellationToken.None);
+        var recent = Changes(ws, "aged", Add("u2"));
+        await _processor.ProcessBatchAsync([recent], CancellationToken.None);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await AgeAsync(conn, ws, old.Select(m => m.ImportId), TimeSpan.FromDays(8));
+
+        var cleared = await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None);
+
+        // Each test has a database of its own: the two aged imports and their two versions, nothing else.
+        Assert.Equal((2, 2), cleared);
+        Assert.Equal((0, 0), await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None));
+        var imports = (await conn.QueryAsync<(Guid Id, bool Stored, string Status, long Received, long Matched, long Added, long Version)>("""
+            SELECT import_id, event_json IS NOT NULL OR pending_event IS NOT NULL, status, received, matched, added, cohort_version
+            FROM imports WHERE workspace_id = @ws
+            """, new { ws })).ToDictionary(r => r.Id);
+        Assert.Equal((false, "completed", 2L, 1L, 1L, 1L), Without(imports[old[0].ImportId]));
+        Assert.Equal((false, "completed", 1L, 1L, 1L, 2L), Without(imports[old[1].ImportId]));
+        Assert.Equal((true, "completed", 1L, 1L, 1L, 3L), Without(imports[recent.ImportId]));
+        var log = (await conn.QueryAsync<(long Version, bool Omitted, int[] Added)>("""
+            SELECT c.version, c.sets_omitted, c.added FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk
+            WHERE k.workspace_id = @ws ORDER BY c.version
+            """, new { ws })).ToList();
+        Assert.Equal([(1L, true, ""), (2L, true, ""), (3L, false, "2")], log.Select(l => (l.Version, l.Omitted, string.Join(",", l.Added))));
+        Assert.Equal((3L, 3L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
+
+        static (bool, string, long, long, long, long) Without((Guid, bool Stored, string Status, long Received, long Matched, long Added, long Version) r) =>
+            (r.Stored, r.Status, r.Received, r.Matched, r.Added, r.Version);
+    }
+
+    [Fact]
+    public async Task ProcessBatch_RedeliveredAfterReplaySweep_AppliesNothingAndHasNothingToPublish()
+    {
+        var ws = await WorkspaceWithUsersAsync(2);
+        var first = Changes(ws, "redelivered-late", Add("u0"));
+        await _processor.ProcessBatchAsync([first], CancellationToken.None);
+        var second = Changes(ws, "redelivered-late", Remove("u0"), Add("u1"));
+        await _processor.ProcessBatchAsync([second], CancellationToken.None);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await AgeAsync(conn, ws, [first.ImportId], TimeSpan.FromDays(8));
+        await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None);
+
+        // An operator moves the first request back from the error queue long after: it must not re-add u0.
+        var again = await _processor.ProcessBatchAsync([first], CancellationToken.None);
+
+        Assert.Null(Assert.Single(again));
+        Assert.Equal((2L, 1L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
+        Assert.Equal([1], await conn.QueryAsync<int>(
+            "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws", new { ws }));
+    }
+
+    [Fact]
+    public async Task ReplaySweep_RetentionZero_KeepsEverything()
+    {
+        var ws = await WorkspaceWithUsersAsync(1);
+        var import = Changes(ws, "kept", Add("u0"));
+        await _processor.ProcessBatchAsync([import], CancellationToken.None);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await AgeAsync(conn, ws, [import.ImportId], TimeSpan.FromDays(3650));
+
+        Assert.Equal((0, 0), await Sweeper(TimeSpan.Zero).SweepOnceAsync(CancellationToken.None));
+
+        Assert.Equal((true, false), await conn.QuerySingleAsync<(bool, bool)>("""
+            SELECT i.event_json IS NOT NULL, c.sets_omitted FROM imports i JOIN cohort_changes c ON c.import_id = i.import_id
+            WHERE i.workspace_id = @ws
+            """, new { ws }));
+    }
+
+    private ReplayHistorySweeper Sweeper(TimeSpan retention) => new(
+        _dataSource, Options.Create(new CohortsOptions { ReplayRetention = retention }), NullLogger<ReplayHistorySweeper>.Instance);
+
+    /// <summary>Moves the completion of these imports, and the change-log versions they wrote, back in time.</summary>
+    private static async Task AgeAsync(NpgsqlConnection conn, string ws, IEnumerable<Guid> importIds, TimeSpan age)
+    {
+        var ids = importIds.ToArray();
+        var aged = await conn.ExecuteAsync("""
+            UPDATE imports SET completed_at = completed_at - @age WHERE workspace_id = @ws AND import_id = ANY(@ids);
+            UPDATE cohort_changes SET occurred_at = occurred_at - @age WHERE import_id = ANY(@ids);
+            """, new { ws, ids, age });
+        Assert.Equal(ids.Length * 2, aged);
+    }
 }
 
 /// <summary>

@@ -31,7 +31,10 @@ public sealed class ChangeRow
     public int[] Added { get; init; } = [];
     public int[] Removed { get; init; } = [];
 
-    /// <summary>The version changed too many users for the log to keep them (the log is incomplete across it).</summary>
+    /// <summary>
+    /// The log does not hold this version's users (it is incomplete across it): the version changed too many of them, or
+    /// they were cleared after Cohorts:ReplayRetention.
+    /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public bool SetsOmitted { get; init; }
 }

@@ -137,8 +137,8 @@ public static class InternalEndpoints
 
         var items = await CohortQueries.ChangesAfterAsync(conn, tx, cohort.Id, after.Value, ct);
         await tx.CommitAsync(ct);
-        // Complete when the log holds every version after v (it is never pruned today, but consumers must not assume so)
-        // with its sets (a version that changed more than Cohorts:ChangeLogSetLimit users keeps none).
+        // Complete when the log holds every version after v with its sets: a version that changed more than
+        // Cohorts:ChangeLogSetLimit users keeps none, and ReplayHistorySweeper clears them after Cohorts:ReplayRetention.
         var complete = after.Value >= cohort.Version
             || (items.Count > 0 && items[0].Version == after.Value + 1 && items[^1].Version == cohort.Version
                 && !items.Exists(i => i.SetsOmitted));

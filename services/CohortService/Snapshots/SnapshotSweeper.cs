@@ -28,7 +28,7 @@ public sealed partial class SnapshotSweeper(
                 Log.SweepFailed(logger, ex);
             }
         }
-        while (await WaitAsync(timer, stoppingToken));
+        while (await timer.NextTickAsync(stoppingToken));
     }
 
     /// <summary>Fails every stale snapshot; returns how many.</summary>
@@ -47,18 +47,6 @@ public sealed partial class SnapshotSweeper(
         }
 
         return failed;
-    }
-
-    private static async Task<bool> WaitAsync(PeriodicTimer timer, CancellationToken ct)
-    {
-        try
-        {
-            return await timer.WaitForNextTickAsync(ct);
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
     }
 
     private static partial class Log

@@ -1,0 +1,79 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using CohortBridge.Testing;
+using Npgsql;
+using static CohortBridge.EndToEnd.Tests.PartnerScenario;
+
+namespace CohortBridge.EndToEnd.Tests;
+
+/// <summary>The platform with CohortService keeping replay history for one second only (Cohorts:ReplayRetention).</summary>
+public sealed class ShortReplayRetentionPlatform : PlatformProcesses, IAsyncLifetime
+{
+    public Task InitializeAsync()
+    {
+        Overrides["CohortService"] = new()
+        {
+            ["Cohorts__ReplayRetention"] = "00:00:01",
+            ["Cohorts__ReplaySweepInterval"] = "00:00:00.500",
+        };
+        return StartAllAsync();
+    }
+
+    Task IAsyncLifetime.DisposeAsync() => DisposeAsync().AsTask();
+}
+
+/// <summary>
+/// Partner requests through the gateway, the broker and CohortService, whose running sweeper then clears what only a
+/// replay needs: the import keeps its status and statistics, the change log reports itself incomplete, and the
+/// audience stays right as imports go on.
+/// </summary>
+public sealed class ReplayRetentionTests(ShortReplayRetentionPlatform platform) : IClassFixture<ShortReplayRetentionPlatform>
+{
+    [Fact]
+    public async Task Imports_PastReplayRetention_StoredEventAndChangeSetsCleared_StatusAndAudienceKept()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync("""{"external_id":"u1"}""", """{"external_id":"u2"}""");
+        var first = await ImportAsync(s, Change(userIds: ["u1", "nobody"]));
+        var segment = await s.CreateSegmentAsync("aged", s.CohortFilter("aged"));
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 1, because: "segment sees the first import");
+
+        await using var db = new NpgsqlConnection(platform.Infrastructure.ConnectionStringFor(platform.Databases["CohortService"]));
+        await db.OpenAsync();
+        await using var stored = new NpgsqlCommand("SELECT event_json IS NOT NULL OR pending_event IS NOT NULL FROM imports WHERE import_id = @id", db);
+        stored.Parameters.AddWithValue("id", Guid.Parse(first));
+        await Eventually.UntilAsync(async () => (bool)(await stored.ExecuteScalarAsync())!, kept => !kept, TimeSpan.FromSeconds(20),
+            "the sweeper clears the stored CohortUpdated");
+
+        var status = await s.ImportStatusAsync(first);
+        Assert.Equal("completed", status["status"]!.GetValue<string>());
+        Assert.Equal((2L, 1L, 1L), (status["received"]!.GetValue<long>(), status["matched"]!.GetValue<long>(), status["added"]!.GetValue<long>()));
+        // The sweep clears change-log sets right after stored events.
+        var log = await Eventually.UntilAsync(() => ChangesAfterAsync(s, "aged", 0), l => !l["complete"]!.GetValue<bool>(),
+            TimeSpan.FromSeconds(20), "the sweeper clears the version's user sets");
+        Assert.Equal(1, log["current_version"]!.GetValue<long>());
+        var version = Assert.Single(log["items"]!.AsArray())!;
+        Assert.Equal((1L, 0, 0), (version["version"]!.GetValue<long>(), version["added"]!.AsArray().Count, version["removed"]!.AsArray().Count));
+
+        await ImportAsync(s, Change(userIds: ["u2"]));
+        await ImportAsync(s, Change(userIds: ["u1"], remove: true));
+        await Eventually.UntilAsync(() => s.IsMemberAsync(segment, "external_id=u1"), member => !member, because: "segment sees the removal");
+        Assert.True(await s.IsMemberAsync(segment, "external_id=u2"));
+        Assert.Equal(1, await s.SegmentSizeAsync(segment));
+    }
+
+    private static async Task<string> ImportAsync(PartnerScenario s, object change)
+    {
+        var accepted = await ReadJsonAsync(await s.ChangeAsync("aged", [change]), HttpStatusCode.Accepted);
+        var importId = accepted["import_id"]!.GetValue<string>();
+        Assert.Equal("completed", (await s.WaitForImportAsync(importId))["status"]!.GetValue<string>());
+        return importId;
+    }
+
+    private async Task<JsonNode> ChangesAfterAsync(PartnerScenario s, string cohortId, long after)
+    {
+        using var cohorts = platform.AdminClient(platform.Cohorts);
+        return await ReadJsonAsync(
+            await cohorts.GetAsync($"internal/workspaces/{s.Workspace}/cohorts/{s.Partner}/{cohortId}/changes?after={after}"), HttpStatusCode.OK);
+    }
+}
