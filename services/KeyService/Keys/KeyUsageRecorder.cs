@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using CohortBridge.KeyService.Data;
 using Microsoft.Extensions.Options;
 
@@ -15,17 +14,36 @@ public sealed class KeyUsageOptions
 
 /// <summary>
 /// Collects key uses in memory (validation calls and the gateway's usage reports) so that last_used_at costs one
-/// batched UPDATE every few seconds instead of a write per request.
+/// batched UPDATE every few seconds instead of a write per request. A lock, not a swapped concurrent dictionary: a use
+/// still being recorded into the dictionary a flush had just taken was lost, or, landing between the flush's reads of
+/// its keys and of its times, paired keys with other keys' times.
 /// </summary>
 public sealed class KeyUsageRecorder
 {
-    private ConcurrentDictionary<Guid, DateTime> _pending = new();
+    private readonly Lock _gate = new();
+    private Dictionary<Guid, DateTime> _pending = [];
 
-    public void Record(Guid keyId, DateTime usedAt) =>
-        _pending.AddOrUpdate(keyId, usedAt, (_, existing) => existing > usedAt ? existing : usedAt);
+    public void Record(Guid keyId, DateTime usedAt)
+    {
+        lock (_gate)
+        {
+            if (!_pending.TryGetValue(keyId, out var existing) || usedAt > existing)
+            {
+                _pending[keyId] = usedAt;
+            }
+        }
+    }
 
     /// <summary>Takes everything recorded so far.</summary>
-    public IReadOnlyDictionary<Guid, DateTime> Drain() => Interlocked.Exchange(ref _pending, new ConcurrentDictionary<Guid, DateTime>());
+    public IReadOnlyDictionary<Guid, DateTime> Drain()
+    {
+        lock (_gate)
+        {
+            var batch = _pending;
+            _pending = [];
+            return batch;
+        }
+    }
 
     /// <summary>Puts back a batch whose write failed, so the next flush retries it.</summary>
     public void Restore(IReadOnlyDictionary<Guid, DateTime> batch)
