@@ -42,8 +42,7 @@ public static class CohortServiceHosting
             .ValidateOnStart();
         builder.Services.AddSingleton<SnapshotChunkProcessor>();
         builder.Services.AddHostedService<SnapshotSweeper>();
-        builder.Services.AddSingleton<ReplayHistorySweeper>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<ReplayHistorySweeper>());
+        builder.Services.AddHostedService<ReplayHistorySweeper>();
 
         builder.AddPlatformBus(EndpointPrefix, x =>
         {
