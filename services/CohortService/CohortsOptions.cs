@@ -57,11 +57,11 @@ public sealed class CohortsOptions
     public TimeSpan OutboxPollInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>
-    /// How long what only a replay needs is kept (<see cref="Imports.ReplayHistorySweeper"/>): the CohortUpdated each
-    /// import stored to publish again on redelivery (~10 kB for a 1,000-identifier request), and the user sets of the
-    /// change log, from which a lagging SegmentService replica catches up. After it a redelivered import is acknowledged
-    /// without publishing again, and a replica further behind re-reads the cohort. Import rows, their statistics and the
-    /// versions stay. Zero or less keeps everything.
+    /// How long the user sets that only a replay needs are kept (<see cref="Imports.ReplayHistorySweeper"/>): those in
+    /// the CohortUpdated each import stored to publish again on redelivery (~10 kB for a 1,000-identifier request), and
+    /// those of the change log, from which a lagging SegmentService replica catches up. After it a redelivered import
+    /// publishes its event with counts only (MustReread), and a replica further behind re-reads the cohort. Import rows,
+    /// their statistics and the versions stay. Zero or less keeps everything.
     /// </summary>
     public TimeSpan ReplayRetention { get; set; } = TimeSpan.FromDays(7);
 

@@ -27,8 +27,9 @@ public sealed record CohortUpdated
     public IReadOnlyList<CohortMemberRef>? Removed { get; init; }
 
     /// <summary>
-    /// True when <see cref="Added"/> and <see cref="Removed"/> were left out because the change is large:
-    /// the consumer must re-read the cohort (or its change log) from CohortService.
+    /// True when <see cref="Added"/> and <see cref="Removed"/> were left out, because the change is large or because
+    /// the event is published again after CohortService's replay retention: the consumer must re-read the cohort (or
+    /// its change log) from CohortService.
     /// </summary>
     public bool MustReread { get; init; }
 

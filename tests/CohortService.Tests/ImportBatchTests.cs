@@ -190,8 +190,9 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         Assert.Equal(applied.Select(e => JsonSerializer.Serialize(e)), again.Select(e => JsonSerializer.Serialize(e)));
         Assert.Equal([1L, 2L], again.Select(e => e!.Version));
     }
+
     [Fact]
-    public async Task ReplaySweep_PastRetention_ClearsStoredEventsAndChangeLogSetsOnly()
+    public async Task ReplaySweep_PastRetention_ClearsUserSetsAndKeepsEventCounts()
     {
         var ws = await WorkspaceWithUsersAsync(3);
         var old = new[] { Changes(ws, "aged", Add("u0", "nobody")), Changes(ws, "aged", Add("u1")) };
@@ -200,19 +201,29 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         await _processor.ProcessBatchAsync([recent], CancellationToken.None);
         await using var conn = await _dataSource.OpenConnectionAsync();
         await AgeAsync(conn, ws, old.Select(m => m.ImportId), TimeSpan.FromDays(8));
+        // The first as completed before migration 0012, with its event in the jsonb column.
+        Assert.Equal(1, await conn.ExecuteAsync(
+            "UPDATE imports SET pending_event = event_json::jsonb, event_json = NULL WHERE import_id = @id", new { id = old[0].ImportId }));
 
         var cleared = await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None);
 
         // Each test has a database of its own: the two aged imports and their two versions, nothing else.
         Assert.Equal((2, 2), cleared);
         Assert.Equal((0, 0), await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None));
-        var imports = (await conn.QueryAsync<(Guid Id, bool Stored, string Status, long Received, long Matched, long Added, long Version)>("""
-            SELECT import_id, event_json IS NOT NULL OR pending_event IS NOT NULL, status, received, matched, added, cohort_version
+        var imports = (await conn.QueryAsync<(Guid Id, bool Trimmed, string Status, long Received, long Matched, long Added, long Version)>("""
+            SELECT import_id, event_trimmed, status, received, matched, added, cohort_version
             FROM imports WHERE workspace_id = @ws
-            """, new { ws })).ToDictionary(r => r.Id, r => (r.Stored, r.Status, r.Received, r.Matched, r.Added, r.Version));
-        Assert.Equal((false, "completed", 2L, 1L, 1L, 1L), imports[old[0].ImportId]);
-        Assert.Equal((false, "completed", 1L, 1L, 1L, 2L), imports[old[1].ImportId]);
-        Assert.Equal((true, "completed", 1L, 1L, 1L, 3L), imports[recent.ImportId]);
+            """, new { ws })).ToDictionary(r => r.Id, r => (r.Trimmed, r.Status, r.Received, r.Matched, r.Added, r.Version));
+        Assert.Equal((true, "completed", 2L, 1L, 1L, 1L), imports[old[0].ImportId]);
+        Assert.Equal((true, "completed", 1L, 1L, 1L, 2L), imports[old[1].ImportId]);
+        Assert.Equal((false, "completed", 1L, 1L, 1L, 3L), imports[recent.ImportId]);
+        // The aged events keep their version and counts without users, as text; the recent one still lists its user.
+        var stored = (await conn.QueryAsync<string>(
+            "SELECT event_json FROM imports WHERE workspace_id = @ws AND pending_event IS NULL", new { ws }))
+            .Select(CohortEvents.Deserialize).OrderBy(e => e.Version).ToList();
+        Assert.Equal(
+            [(1L, 1L, 1L, true, null, null), (2L, 1L, 2L, true, null, null), (3L, 1L, 3L, false, "u2", 0)],
+            stored.Select(e => (e.Version, e.AddedCount, e.MemberCount, e.MustReread, e.Added?.Single().ExternalId, e.Removed?.Count)));
         var log = (await conn.QueryAsync<(long Version, bool Omitted, int[] Added)>("""
             SELECT c.version, c.sets_omitted, c.added FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk
             WHERE k.workspace_id = @ws ORDER BY c.version
@@ -223,7 +234,7 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task ProcessBatch_RedeliveredAfterReplaySweep_AppliesNothingAndHasNothingToPublish()
+    public async Task ProcessBatch_RedeliveredAfterReplaySweep_AppliesNothingAndPublishesCountsOnly()
     {
         var ws = await WorkspaceWithUsersAsync(2);
         var first = Changes(ws, "redelivered-late", Add("u0"));
@@ -237,7 +248,10 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         // An operator moves the first request back from the error queue long after: it must not re-add u0.
         var again = await _processor.ProcessBatchAsync([first], CancellationToken.None);
 
-        Assert.Null(Assert.Single(again));
+        var republished = Assert.Single(again)!;
+        Assert.Equal((1L, 1L, 0L, 1L, true), (republished.Version, republished.AddedCount, republished.RemovedCount, republished.MemberCount, republished.MustReread));
+        Assert.Equal(first.ImportId, republished.ImportId);
+        Assert.Null(republished.Added);
         Assert.Equal((2L, 1L), await conn.QuerySingleAsync<(long, long)>(
             "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
         Assert.Equal([1], await conn.QueryAsync<int>(
@@ -255,8 +269,8 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
 
         Assert.Equal((0, 0), await Sweeper(TimeSpan.Zero).SweepOnceAsync(CancellationToken.None));
 
-        Assert.Equal((true, false), await conn.QuerySingleAsync<(bool, bool)>("""
-            SELECT i.event_json IS NOT NULL, c.sets_omitted FROM imports i JOIN cohort_changes c ON c.import_id = i.import_id
+        Assert.Equal((true, false, false), await conn.QuerySingleAsync<(bool, bool, bool)>("""
+            SELECT i.event_json IS NOT NULL, i.event_trimmed, c.sets_omitted FROM imports i JOIN cohort_changes c ON c.import_id = i.import_id
             WHERE i.workspace_id = @ws
             """, new { ws }));
     }
@@ -343,5 +357,51 @@ public sealed class ImportBatchingTests(SharedCohortService host)
 
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         return doc.RootElement.TryGetProperty("messages_unacknowledged", out var n) ? n.GetInt64() : 0;
+    }
+}
+
+/// <summary>
+/// Through the broker and the real process: an import moved back from an error queue after the replay retention
+/// publishes its version again, with counts only, and applies nothing twice.
+/// </summary>
+[Collection("cohort-service")]
+public sealed class ReplayAfterRetentionTests(SharedCohortService host)
+{
+    [Fact]
+    public async Task Import_RedeliveredAfterReplaySweep_PublishesItsVersionAgainWithCountsOnly()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"u1"}""", """{"external_id":"u2"}""");
+        var first = Changes(ws, "replayed-late", Add("u1"));
+        await host.ImportAsync(first);
+        await host.ImportAsync(Changes(ws, "replayed-late", Remove("u1"), Add("u2")));
+        Assert.False((await host.WaitForUpdateAsync(ws, "replayed-late", 1)).MustReread);
+        await host.WaitForUpdateAsync(ws, "replayed-late", 2);
+        await using (var conn = await host.OpenAsync())
+        {
+            Assert.Equal(2, await conn.ExecuteAsync("""
+                UPDATE imports SET completed_at = completed_at - interval '8 days' WHERE import_id = @id;
+                UPDATE cohort_changes SET occurred_at = occurred_at - interval '8 days' WHERE import_id = @id;
+                """, new { id = first.ImportId }));
+        }
+
+        // The process sweeps every 10 minutes; this runs the same sweep now against its database.
+        await using (var dataSource = NpgsqlDataSource.Create(host.ConnectionString))
+        {
+            await new ReplayHistorySweeper(dataSource, Options.Create(new CohortsOptions()), NullLogger<ReplayHistorySweeper>.Instance)
+                .SweepOnceAsync(CancellationToken.None);
+        }
+
+        await host.Bus.Publish(first);
+
+        var versionOne = await Eventually.UntilAsync(
+            () => Task.FromResult(host.UpdatesOf(ws, "replayed-late").Where(u => u.Version == 1).ToList()), l => l.Count == 2,
+            because: "the replayed import publishes version 1 again");
+        var again = versionOne[1];
+        Assert.Equal((1L, 0L, 1L, true, first.ImportId), (again.AddedCount, again.RemovedCount, again.MemberCount, again.MustReread, again.ImportId));
+        Assert.Null(again.Added);
+        var (members, version, _) = await host.MembersAsync(ws, "replayed-late");
+        Assert.Equal(2, version);
+        Assert.Equal([(await host.OrdinalsAsync(ws))["u2"]], members);
     }
 }

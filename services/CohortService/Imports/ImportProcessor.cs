@@ -332,7 +332,7 @@ public sealed partial class ImportProcessor(
         public static partial void Applied(ILogger logger, string workspaceId, string cohortId, Guid importId, long version, long received, long matched);
 
         [LoggerMessage(EventId = 101, Level = LogLevel.Information,
-            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was already {Status}; nothing is applied again, and its stored CohortUpdated is published again if it has one (not when it changed nothing, nor after Cohorts:ReplayRetention)")]
+            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was already {Status}; nothing is applied again, and its stored CohortUpdated is published again if it has one (not when it changed nothing; counts only after Cohorts:ReplayRetention)")]
         public static partial void Redelivered(ILogger logger, string workspaceId, string cohortId, Guid importId, string status);
 
         [LoggerMessage(EventId = 103, Level = LogLevel.Warning,
