@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json;
 using CohortBridge.Contracts;
@@ -177,6 +178,46 @@ public sealed class ProjectionTests : IAsyncLifetime
         var afterRestart = Cohorts.Requests.Skip(before).ToList();
         Assert.Contains("/internal/workspaces", afterRestart);
         Assert.DoesNotContain(afterRestart, r => r.Contains("/directory", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Startup_BusConnectedAfterCatchUp_CatchesUpAgain_ReadsWorkspaceCreatedMeanwhile()
+    {
+        // The broker is unreachable when the replica starts: its catch-up lists workspaces before its queues exist.
+        await using var broker = TcpGate.Closed(_harness.Infrastructure.RabbitHost, _harness.Infrastructure.RabbitPort);
+        var overrides = new Dictionary<string, string> { ["RabbitMq__Port"] = broker.Port.ToString(CultureInfo.InvariantCulture) };
+        var segments = await _harness.StartAsync("bus-late", waitUntilReady: false, overrides: overrides);
+        await Eventually.UntilAsync(
+            () => Task.FromResult(segments.Output.Contains("Caught up before the bus was connected", StringComparison.Ordinal)),
+            TimeSpan.FromSeconds(60), "the catch-up ends while the bus is still down");
+
+        // Meanwhile a workspace is created: its directory events find no queue of this replica.
+        await PublishUsersAsync(10);
+        Cohorts.Change(_ws, Partner, "a", add: [2, 3]);
+        broker.Open();
+
+        var id = await Eventually.UntilAsync(
+            async () =>
+            {
+                using var response = await segments.Client.PostAsJsonAsync($"admin/workspaces/{_ws}/segments", new { name = "late", filter = Includes("a") });
+                return response.IsSuccessStatusCode ? (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("segment_id").GetGuid() : Guid.Empty;
+            },
+            id => id != Guid.Empty, TimeSpan.FromSeconds(60), "the second catch-up reads the cohort");
+        await MemberBecomesAsync(segments, id, "u2", expected: true);
+        Assert.Contains($"/internal/workspaces/{_ws}/directory", Cohorts.Requests);
+
+        // A workspace created once the queues are bound is complete from events: marked, so a restart does not read it.
+        var later = "ws-" + Guid.NewGuid().ToString("N")[..12];
+        await _harness.PublishAsync(Cohorts.Users(later, new DirectoryUser { Ordinal = 0, ExternalId = "v0", Identified = true }));
+        await _harness.PublishAsync(Cohorts.Change(later, Partner, "b", add: [0]));
+        await SegmentServiceHarness.CohortSizeBecomesAsync(segments, later, Partner, "b", 1);
+        await segments.StopAsync();
+        var before = Cohorts.Requests.Count;
+        var restarted = await _harness.StartAsync("bus-late");
+        await Eventually.UntilAsync(
+            () => Task.FromResult(restarted.Output.Contains("Projection caught up with CohortService", StringComparison.Ordinal)),
+            because: "the restart's catch-up ends");
+        Assert.DoesNotContain(Cohorts.Requests.Skip(before), r => r.EndsWith("/directory", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -45,7 +45,15 @@ public sealed partial class ProjectionStartup(
         }
 
         store.MarkReady();
-        await catchUp;
+        while (!await catchUp)
+        {
+            // The listing ran before this replica's queues were bound to the exchanges: a workspace created meanwhile
+            // may have sent its directory events nowhere, and one created later cannot be marked complete. Once the
+            // bus is up, list again: that catch-up reads such a workspace and marks the later ones.
+            LogCatchUpBeforeQueuesBound();
+            await bus.WaitForHealthStatus(BusHealthStatus.Healthy, stoppingToken);
+            catchUp = CatchUpUntilDoneAsync(stoppingToken);
+        }
     }
 
     private async Task LoadPersistedAsync(CancellationToken ct)
@@ -98,15 +106,17 @@ public sealed partial class ProjectionStartup(
         batch.Clear();
     }
 
-    private async Task CatchUpUntilDoneAsync(CancellationToken ct)
+    /// <summary>Catches up, retrying until a pass succeeds; returns whether this replica's queues were bound before it.</summary>
+    private async Task<bool> CatchUpUntilDoneAsync(CancellationToken ct)
     {
-        while (!ct.IsCancellationRequested)
+        while (true)
         {
+            ct.ThrowIfCancellationRequested();
             try
             {
-                await CatchUpOnceAsync(ct);
+                var queuesBound = await CatchUpOnceAsync(ct);
                 LogCaughtUp();
-                return;
+                return queuesBound;
             }
             catch (Exception ex) when (ex is HttpRequestException or TimeoutException or InvalidDataException
                                            // A stream cut mid-read (CohortService restarting while it sends a directory).
@@ -122,7 +132,7 @@ public sealed partial class ProjectionStartup(
         }
     }
 
-    private async Task CatchUpOnceAsync(CancellationToken ct)
+    private async Task<bool> CatchUpOnceAsync(CancellationToken ct)
     {
         // Workspaces created after the listing below are complete from events only if the queues were bound before it.
         var queuesBound = await bus.WaitForHealthStatus(BusHealthStatus.Healthy, TimeSpan.FromSeconds(10)) == BusHealthStatus.Healthy;
@@ -144,6 +154,8 @@ public sealed partial class ProjectionStartup(
         {
             await updater.DirectoriesCompleteAsync(ct);
         }
+
+        return queuesBound;
     }
 
     [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "Loaded the persisted projection: {CohortCount} cohorts, {UserCount} users")]
@@ -161,6 +173,10 @@ public sealed partial class ProjectionStartup(
     [LoggerMessage(EventId = 204, Level = LogLevel.Warning,
         Message = "CohortService did not answer within {Seconds} s: ready with the persisted projection, still catching up in the background")]
     private partial void LogReadyWithoutCatchUp(int seconds);
+
+    [LoggerMessage(EventId = 206, Level = LogLevel.Warning,
+        Message = "Caught up before the bus was connected: catching up again once it is, so that workspaces created meanwhile are read")]
+    private partial void LogCatchUpBeforeQueuesBound();
 
     [LoggerMessage(EventId = 205, Level = LogLevel.Warning,
         Message = "CohortService:BaseUrl is not configured: the projection is fed by events only (no catch-up, no gap reads)")]

@@ -50,9 +50,16 @@ public sealed class SegmentServiceHarness : IAsyncLifetime
         ["Segments__CatchUpRetrySeconds"] = "1",
     }.WithBroker(Infrastructure, VirtualHost);
 
-    public async Task<ServiceProcess> StartAsync(string instanceId, string? database = null, bool waitUntilReady = true)
+    public async Task<ServiceProcess> StartAsync(
+        string instanceId, string? database = null, bool waitUntilReady = true, IReadOnlyDictionary<string, string>? overrides = null)
     {
-        var process = await ServiceProcess.StartAsync("SegmentService", Environment(instanceId, database), waitUntilReady: waitUntilReady);
+        var environment = Environment(instanceId, database);
+        foreach (var (key, value) in overrides ?? new Dictionary<string, string>())
+        {
+            environment[key] = value;
+        }
+
+        var process = await ServiceProcess.StartAsync("SegmentService", environment, waitUntilReady: waitUntilReady);
         process.Client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
         _processes.Add(process);
         return process;
