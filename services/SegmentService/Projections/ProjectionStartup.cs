@@ -174,13 +174,13 @@ public sealed partial class ProjectionStartup(
         Message = "CohortService did not answer within {Seconds} s: ready with the persisted projection, still catching up in the background")]
     private partial void LogReadyWithoutCatchUp(int seconds);
 
-    [LoggerMessage(EventId = 206, Level = LogLevel.Warning,
-        Message = "Caught up before the bus was connected: catching up again once it is, so that workspaces created meanwhile are read")]
-    private partial void LogCatchUpBeforeQueuesBound();
-
     [LoggerMessage(EventId = 205, Level = LogLevel.Warning,
         Message = "CohortService:BaseUrl is not configured: the projection is fed by events only (no catch-up, no gap reads)")]
     private partial void LogNoCohortService();
+
+    [LoggerMessage(EventId = 206, Level = LogLevel.Warning,
+        Message = "Caught up before the bus was connected: catching up again once it is, so that workspaces created meanwhile are read")]
+    private partial void LogCatchUpBeforeQueuesBound();
 }
 
 /// <summary>Unhealthy (so /health/ready is 503) until the projection is loaded and caught up.</summary>
