@@ -109,7 +109,13 @@ public static class ServiceDefaultsExtensions
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
         app.UseMiddleware<RequestIdMiddleware>();
-        app.UseExceptionHandler();
+        // A request the framework could not bind (a query value of the wrong type, say) is thrown as a
+        // BadHttpRequestException where RouteHandlerOptions.ThrowOnBadRequest is on (Development, as `make up` runs):
+        // it stays the client's 4xx rather than becoming a 500.
+        app.UseExceptionHandler(new ExceptionHandlerOptions
+        {
+            StatusCodeSelector = ex => ex is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError,
+        });
         app.UseStatusCodePages();
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
@@ -138,6 +144,20 @@ public static class PlatformJson
         o.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
         o.DictionaryKeyPolicy = null;
         o.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
+        o.Converters.Add(new UtcDateTimeOffsetConverter());
         return o;
+    }
+
+    /// <summary>
+    /// Times leave every API in UTC with <c>Z</c> (API.md), whatever offset the value carries: a timestamptz read by
+    /// Npgsql comes with +00:00, which was written as such.
+    /// </summary>
+    private sealed class UtcDateTimeOffsetConverter : System.Text.Json.Serialization.JsonConverter<DateTimeOffset>
+    {
+        public override DateTimeOffset Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+            reader.GetDateTimeOffset();
+
+        public override void Write(Utf8JsonWriter writer, DateTimeOffset value, JsonSerializerOptions options) =>
+            writer.WriteStringValue(value.UtcDateTime);
     }
 }

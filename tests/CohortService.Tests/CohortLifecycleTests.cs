@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using CohortBridge.Contracts;
 using CohortBridge.Testing;
@@ -208,6 +209,12 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
         var item = page1.GetProperty("items")[0];
         Assert.Equal("completed", item.GetProperty("last_import").GetProperty("status").GetString());
 
+        Assert.EndsWith("Z", item.GetProperty("created_at").GetString(), StringComparison.Ordinal);
+        Assert.EndsWith("Z", item.GetProperty("last_import").GetProperty("accepted_at").GetString(), StringComparison.Ordinal);
+
+        using var badLimit = await host.Admin.GetAsync($"admin/workspaces/{ws}/cohorts?limit=abc");
+        Assert.Equal(HttpStatusCode.BadRequest, badLimit.StatusCode);
+        Assert.Equal("limit must be an integer between 1 and 500.", (await badLimit.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
         using var badCursor = await host.Admin.GetAsync($"admin/workspaces/{ws}/cohorts?cursor=%21%21");
         Assert.Equal(HttpStatusCode.BadRequest, badCursor.StatusCode);
         Assert.Equal("application/problem+json", badCursor.Content.Headers.ContentType?.MediaType);
@@ -232,5 +239,30 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
     {
         using var response = await host.Service.Client.GetAsync($"admin/workspaces/{NewWorkspace()}/cohorts");
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+}
+
+/// <summary>
+/// In Development (as `make up` runs the services) the framework throws for a query value it cannot bind; the shared
+/// exception handler must answer the client's 400 for it, not a 500.
+/// </summary>
+public sealed class DevelopmentEnvironmentTests : IAsyncLifetime
+{
+    private readonly CohortServiceHost _host = new() { Overrides = { ["ASPNETCORE_ENVIRONMENT"] = "Development" } };
+
+    public Task InitializeAsync() => _host.StartAsync();
+
+    public Task DisposeAsync() => _host.DisposeAsync().AsTask();
+
+    [Fact]
+    public async Task QueryValueOfWrongType_InDevelopment_Returns400()
+    {
+        var ws = NewWorkspace();
+        await _host.ImportAsync(Changes(ws, "typed", Add()));
+
+        using var response = await _host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/typed/changes?after=abc");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 }

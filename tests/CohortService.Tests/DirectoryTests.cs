@@ -12,6 +12,19 @@ namespace CohortBridge.CohortService.Tests;
 public sealed class DirectoryTests(SharedCohortService host)
 {
     [Fact]
+    public async Task BulkUpsert_LineWithNulCharacter_RejectedAlone()
+    {
+        // PostgreSQL's text cannot hold U+0000: such a line once failed the whole batch with a 500.
+        var ws = NewWorkspace();
+        var result = await host.UpsertAsync(ws,
+            """{"external_id":"ok"}""", """{"external_id":"a\u0000b"}""", """{"device_ids":["d\u0000"]}""");
+
+        Assert.Equal((1, 2), (result.GetProperty("upserted").GetInt32(), result.GetProperty("rejected").GetInt32()));
+        Assert.Equal([2, 3], result.GetProperty("errors").EnumerateArray().Select(e => e.GetProperty("line").GetInt32()));
+        Assert.Equal(["ok"], (await host.OrdinalsAsync(ws)).Keys);
+    }
+
+    [Fact]
     public async Task BulkUpsert_MixedLines_RejectsBadLinesWithLineNumbersAndKeepsGoodOnes()
     {
         var ws = NewWorkspace();

@@ -116,6 +116,27 @@ public sealed class ImportMatchingTests(SharedCohortService host)
     }
 
     [Fact]
+    public async Task Import_IdentifiersWithNulCharacter_CountedInvalid_RestApplied()
+    {
+        // The gateway already counts these as invalid; a message from elsewhere must not fail the import either.
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"known"}""");
+        var status = await host.ImportAsync(Changes(ws, "nul", new CohortChange
+        {
+            ExternalIds = ["known", "a\0b"],
+            DeviceIds = ["d\0"],
+            Aliases = [new UserAlias { AliasName = "x\0", AliasLabel = "y" }],
+            InvalidIdentifiers = ["raw\0"],
+        }));
+
+        Assert.Equal("completed", status.GetProperty("status").GetString());
+        Assert.Equal((5L, 1L, 1L), (status.GetProperty("received").GetInt64(), status.GetProperty("matched").GetInt64(), status.GetProperty("added").GetInt64()));
+        Assert.Equal(4, Unmatched(status, "invalid_identifier"));
+        var sample = status.GetProperty("unmatched_sample").EnumerateArray().Select(e => e.GetString()).Order().ToList();
+        Assert.Equal(["a\uFFFDb", "d\uFFFD", "raw\uFFFD", "x\uFFFD:y"], sample);
+    }
+
+    [Fact]
     public async Task Import_ManyUnmatched_SampleHoldsAtMostTwenty()
     {
         var ws = NewWorkspace();

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
@@ -37,6 +38,11 @@ public sealed class ImportFlowTests(PlatformFixture platform) : IClassFixture<Pl
         Assert.Equal(3, status["added"]!.GetValue<long>());
         Assert.Equal(1, status["unmatched"]!["unknown_external_id"]!.GetValue<long>());
         Assert.Equal(1, status["unmatched"]!["device_id_of_identified_user"]!.GetValue<long>());
+        // Accepted before it was published, so never after CohortService completed it; both in UTC with 'Z'.
+        var (acceptedAt, completedAt) = (status["accepted_at"]!.GetValue<string>(), status["completed_at"]!.GetValue<string>());
+        Assert.True(DateTimeOffset.Parse(acceptedAt, CultureInfo.InvariantCulture) <= DateTimeOffset.Parse(completedAt, CultureInfo.InvariantCulture),
+            $"accepted_at {acceptedAt}, completed_at {completedAt}");
+        Assert.EndsWith("Z", completedAt, StringComparison.Ordinal);
 
         await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 3, because: "segment sees the import");
         Assert.True(await s.IsMemberAsync(segment, "external_id=u1"));
@@ -52,6 +58,26 @@ public sealed class ImportFlowTests(PlatformFixture platform) : IClassFixture<Pl
         Assert.Equal(1, (await s.WaitForImportAsync(removal["import_id"]!.GetValue<string>()))["removed"]!.GetValue<long>());
         await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 2, because: "segment sees the removal");
         Assert.False(await s.IsMemberAsync(segment, "external_id=u1"));
+    }
+
+    [Fact]
+    public async Task PartnerImport_IdentifiersWithNulCharacter_CountedInvalid_RestApplied()
+    {
+        var s = await PartnerScenario.CreateAsync(platform);
+        await s.UpsertUsersAsync("""{"external_id":"u1"}""", """{"external_id":"u2"}""");
+
+        // PostgreSQL's text cannot hold U+0000: such identifiers once failed the whole import after its 202.
+        var accepted = await ReadJsonAsync(await s.ChangeAsync("nul", [
+            Change(userIds: ["u1", "u\0x"], deviceIds: ["d\0"], aliases: [new { alias_name = "a\0", alias_label = "email" }]),
+            Change(userIds: ["u2"]),
+        ]), HttpStatusCode.Accepted);
+
+        var status = await s.WaitForImportAsync(accepted["import_id"]!.GetValue<string>());
+        Assert.Equal("completed", status["status"]!.GetValue<string>());
+        Assert.Equal((5L, 2L, 2L), (status["received"]!.GetValue<long>(), status["matched"]!.GetValue<long>(), status["added"]!.GetValue<long>()));
+        Assert.Equal(3, status["unmatched"]!["invalid_identifier"]!.GetValue<long>());
+        var segment = await s.CreateSegmentAsync("nul", s.CohortFilter("nul"));
+        await Eventually.UntilAsync(() => s.SegmentSizeAsync(segment), size => size == 2, because: "both users are in the cohort");
     }
 
     [Fact]

@@ -44,6 +44,25 @@ public sealed class PartnerRequestParserTests
         Assert.Null(PartnerRequestParser.ParseIso8601(text));
 
     [Fact]
+    public void ParseCohortChanges_IdentifiersWithNulCharacter_AreInvalid()
+    {
+        // PostgreSQL's text cannot hold U+0000; the raw JSON text kept for the sample has it escaped.
+        var body = Encoding.UTF8.GetBytes("""
+            {"cohort_id": "c", "cohort_changes": [{"user_ids": ["ok", "a\u0000b"], "device_ids": ["\u0000"],
+             "aliases": [{"alias_name": "n\u0000", "alias_label": "l"}, {"alias_name": "n", "alias_label": "l"}]}]}
+            """);
+
+        var request = PartnerRequestParser.ParseCohortChanges(body, 1000)!;
+
+        Assert.Empty(request.Errors);
+        var change = Assert.Single(request.Changes);
+        Assert.Equal(["ok"], change.ExternalIds);
+        Assert.Empty(change.DeviceIds);
+        Assert.Equal("n", Assert.Single(change.Aliases).AliasName);
+        Assert.Equal(["\"a\\u0000b\"", "\"\\u0000\"", """{"alias_name": "n\u0000", "alias_label": "l"}"""], change.InvalidIdentifiers);
+    }
+
+    [Fact]
     public void ParseCohortChanges_DuplicateKeys_LastWins()
     {
         var body = Encoding.UTF8.GetBytes("""{"cohort_id": 1, "cohort_id": "ok", "cohort_changes": 5, "cohort_changes": [{"device_ids": ["d"]}]}""");

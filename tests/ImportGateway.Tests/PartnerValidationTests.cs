@@ -127,6 +127,11 @@ public sealed class PartnerValidationTests(GatewayFixture fx)
         { """{"cohort_id": "x", "cohort_changes": [{"device_ids": {"a": 1}}]}""", ChangesShape },
         { """{"cohort_id": "x", "cohort_changes": [{"aliases": "a"}]}""", ChangesShape },
         { """{"cohort_id": "x", "cohort_changes": [{"user_ids": ["a"], "should_remove": "yes"}]}""", ChangesShape },
+        // At least one of the three keys must be an array; null is fine only for the others.
+        { """{"cohort_id": "x", "cohort_changes": [{"user_ids": null}]}""", ChangesShape },
+        { """{"cohort_id": "x", "cohort_changes": [{"user_ids": null, "device_ids": null, "aliases": null}]}""", ChangesShape },
+        // PostgreSQL's text cannot hold U+0000: accepted, such a cohort_id would fail the import (and the gateway's writes).
+        { """{"cohort_id": "a\u0000b", "cohort_changes": []}""", "cohort_id must be a valid string" },
     };
 
     [Theory]
@@ -148,6 +153,7 @@ public sealed class PartnerValidationTests(GatewayFixture fx)
         { """{"cohort_id": "x", "created_at": "2026-11-22T19:20:30Z"}""", "name must be a non-empty string" },
         { """{"cohort_id": "x", "name": "", "created_at": "2026-11-22T19:20:30Z"}""", "name must be a non-empty string" },
         { """{"cohort_id": "x", "name": 5, "created_at": "2026-11-22T19:20:30Z"}""", "name must be a non-empty string" },
+        { """{"cohort_id": "x", "name": "a\u0000b", "created_at": "2026-11-22T19:20:30Z"}""", "name must be a non-empty string" },
         { """{"cohort_id": "x", "name": "n"}""", "created_at must be a valid time as an ISO-8601 string" },
         { """{"cohort_id": "x", "name": "n", "created_at": "yesterday"}""", "created_at must be a valid time as an ISO-8601 string" },
         { """{"cohort_id": "x", "name": "n", "created_at": "2026-13-45T99:00:00Z"}""", "created_at must be a valid time as an ISO-8601 string" },

@@ -118,6 +118,9 @@ public sealed class SnapshotGatewayTests(GatewayFixture fx)
     [Theory]
     [InlineData("text/csv", "email,name\na@x,A\n", "CSV header must name the column external_id, device_id, or alias_name and alias_label")]
     [InlineData("text/csv", "alias_name\nn1\n", "CSV header must name the column external_id, device_id, or alias_name and alias_label")]
+    // No header row at all (an empty export file): not a snapshot that empties the cohort.
+    [InlineData("text/csv", "", "CSV header must name the column external_id, device_id, or alias_name and alias_label")]
+    [InlineData("text/csv", "\r\n\n", "CSV header must name the column external_id, device_id, or alias_name and alias_label")]
     [InlineData("application/x-ndjson", "external_id\nu1\n", "request body must be NDJSON: one JSON object per line")]
     public async Task PutMembers_NotNdJsonOrCsv_Returns400AndPublishesNothing(string contentType, string body, string message)
     {

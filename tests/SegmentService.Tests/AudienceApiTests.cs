@@ -108,7 +108,8 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
         Assert.False(await Check("device_id=dev-of-u1"));
         Assert.False(await Check("external_id=nobody"));
 
-        foreach (var bad in new[] { "", "external_id=u1&device_id=d11", "alias_name=x", "external_id=" })
+        // A repeated parameter is two identifiers, not one joined with a comma.
+        foreach (var bad in new[] { "", "external_id=u1&device_id=d11", "alias_name=x", "external_id=", "external_id=u1&external_id=u3" })
         {
             using var response = await Segments.Client.GetAsync($"workspaces/{ws}/segments/{id}/members/check?{bad}");
             Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
@@ -203,6 +204,14 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
         Assert.Equal("first", read.GetProperty("name").GetString());
         Assert.EndsWith("Z", read.GetProperty("created_at").GetString(), StringComparison.Ordinal);
         Assert.Equal("a", read.GetProperty("filter").GetProperty("cohort").GetProperty("cohort_id").GetString());
+
+        foreach (var list in new[] { $"admin/workspaces/{ws}/segments", $"workspaces/{ws}/cohorts" })
+        {
+            using var badLimit = await Segments.Client.GetAsync($"{list}?limit=abc");
+            Assert.Equal(HttpStatusCode.BadRequest, badLimit.StatusCode);
+            Assert.Equal("limit must be an integer between 1 and 500.",
+                (await badLimit.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
+        }
 
         var page1 = await Segments.Client.GetFromJsonAsync<JsonElement>($"admin/workspaces/{ws}/segments?limit=2");
         Assert.Equal(2, page1.GetProperty("items").GetArrayLength());

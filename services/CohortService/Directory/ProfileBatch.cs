@@ -21,7 +21,7 @@ public static class ProfileBatch
     {
         if (profile.ExternalId is not null && !IdentityMatcher.IsValid(profile.ExternalId))
         {
-            return "external_id must be a non-empty string of at most 512 characters";
+            return "external_id must be a non-empty string of at most 512 characters, without U+0000";
         }
 
         // Loops instead of LINQ: this runs once per line of a bulk upload.
@@ -31,7 +31,7 @@ public static class ProfileBatch
             var a = aliases[i];
             if (a is null || !IdentityMatcher.IsValid(a.AliasName) || !IdentityMatcher.IsValid(a.AliasLabel))
             {
-                return "aliases must be objects with non-empty alias_name and alias_label of at most 512 characters";
+                return "aliases must be objects with non-empty alias_name and alias_label of at most 512 characters, without U+0000";
             }
         }
 
@@ -40,7 +40,7 @@ public static class ProfileBatch
         {
             if (!IdentityMatcher.IsValid(devices[i]))
             {
-                return "device_ids must be non-empty strings of at most 512 characters";
+                return "device_ids must be non-empty strings of at most 512 characters, without U+0000";
             }
         }
 

@@ -20,7 +20,7 @@ public static class CohortEndpoints
     }
 
     private static async Task<IResult> List(
-        HttpContext context, NpgsqlDataSource dataSource, string? partner, string? q, int? limit, string? cursor, CancellationToken ct)
+        HttpContext context, NpgsqlDataSource dataSource, string? partner, string? q, string? limit, string? cursor, CancellationToken ct)
     {
         var ws = RawPath.Segment(context, 2);
         if (!RawPath.IsWorkspaceId(ws))
@@ -28,9 +28,9 @@ public static class CohortEndpoints
             return RawPath.BadRequest("workspace_id must match [a-z0-9][a-z0-9-]{0,62}");
         }
 
-        if (limit is < 1 or > 500)
+        if (!PageLimit.TryParse(limit, 500, 50, out var take))
         {
-            return RawPath.BadRequest("limit must be between 1 and 500");
+            return RawPath.BadRequest(PageLimit.Invalid(500));
         }
 
         long after = 0;
@@ -39,7 +39,6 @@ public static class CohortEndpoints
             return RawPath.BadRequest("cursor is not a cursor this API returned");
         }
 
-        var take = limit ?? 50;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         var rows = await CohortQueries.SearchAsync(
             conn, ws, string.IsNullOrEmpty(partner) ? null : partner, string.IsNullOrEmpty(q) ? null : q, after, take + 1, ct);

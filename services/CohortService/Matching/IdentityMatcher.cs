@@ -49,16 +49,24 @@ public static class IdentityMatcher
     /// </summary>
     public const string IndexLookupPlan = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
-    public static bool IsValid(string? value) => !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength;
+    /// <summary>
+    /// Non-empty, at most <see cref="MaxIdentifierLength"/> characters, and without U+0000, which PostgreSQL's text
+    /// cannot hold: one such identifier would otherwise fail its whole import.
+    /// </summary>
+    public static bool IsValid(string? value) =>
+        !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength && !value.Contains('\0', StringComparison.Ordinal);
 
     public static bool IsValidAlias([NotNullWhen(true)] UserAlias? alias) => alias is not null && IsValid(alias.AliasName) && IsValid(alias.AliasLabel);
 
     /// <summary>How an alias appears in an import's unmatched sample.</summary>
     public static string Display(UserAlias? alias) => $"{alias?.AliasName}:{alias?.AliasLabel}";
 
-    /// <summary>The outcome of an identifier that can name nobody (a missing one shows as <c>null</c>).</summary>
+    /// <summary>
+    /// The outcome of an identifier that can name nobody (a missing one shows as <c>null</c>); a U+0000 in it shows as
+    /// U+FFFD, since the display is stored in the import's unmatched sample.
+    /// </summary>
     public static IdentifierOutcome Invalid(IdentifierKind kind, string? display) =>
-        new(kind, display ?? "null", null, null, UnmatchedReason.InvalidIdentifier);
+        new(kind, display?.Replace('\0', '\uFFFD') ?? "null", null, null, UnmatchedReason.InvalidIdentifier);
 
     public static async Task<List<IdentifierOutcome>> MatchAsync(
         NpgsqlConnection connection, NpgsqlTransaction? transaction, string workspaceId, CohortChange change, CancellationToken ct)

@@ -8,15 +8,22 @@ public sealed record AcceptedImport(Guid ImportId, string WorkspaceId, string Pa
 /// <summary>The register of accepted imports (the tenant boundary of import status).</summary>
 public sealed class ImportRegisterRepository(NpgsqlDataSource dataSource)
 {
-    public async Task RecordAsync(Guid importId, string workspaceId, string partner, string cohortId, string kind, CancellationToken ct)
+    /// <summary>
+    /// Records an import as accepted at <paramref name="acceptedAt"/>: the time its message carries (CohortService's
+    /// accepted_at too), taken before publishing. The insert's own now() came after CohortService could have completed
+    /// the import, and status then showed completed_at before accepted_at.
+    /// </summary>
+    public async Task RecordAsync(
+        Guid importId, string workspaceId, string partner, string cohortId, string kind, DateTimeOffset acceptedAt, CancellationToken ct)
     {
         const string sql = """
-            INSERT INTO accepted_imports (import_id, workspace_id, partner, cohort_id, kind)
-            VALUES (@importId, @workspaceId, @partner, @cohortId, @kind)
+            INSERT INTO accepted_imports (import_id, workspace_id, partner, cohort_id, kind, accepted_at)
+            VALUES (@importId, @workspaceId, @partner, @cohortId, @kind, @acceptedAt)
             ON CONFLICT (import_id) DO NOTHING
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        await conn.ExecuteAsync(new CommandDefinition(sql, new { importId, workspaceId, partner, cohortId, kind }, cancellationToken: ct));
+        await conn.ExecuteAsync(new CommandDefinition(
+            sql, new { importId, workspaceId, partner, cohortId, kind, acceptedAt }, cancellationToken: ct));
     }
 
     /// <summary>The import if this workspace and partner made it; null otherwise (another tenant's import looks absent).</summary>

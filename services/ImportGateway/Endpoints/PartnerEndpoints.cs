@@ -143,7 +143,7 @@ public static partial class PartnerEndpoints
         }
 
         var cohortId = RawPathSegment(http, 3);
-        if (cohortId is not { Length: > 0 and <= PartnerRequestParser.MaxCohortIdLength })
+        if (!PartnerRequestParser.IsValidCohortId(cohortId))
         {
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
         }

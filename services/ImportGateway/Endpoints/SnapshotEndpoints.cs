@@ -45,7 +45,7 @@ public static class SnapshotEndpoints
         }
 
         var cohortId = PartnerEndpoints.RawPathSegment(http, 3);
-        if (cohortId is not { Length: > 0 and <= PartnerRequestParser.MaxCohortIdLength })
+        if (!PartnerRequestParser.IsValidCohortId(cohortId))
         {
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
         }

@@ -200,9 +200,10 @@ public sealed partial class PartnerRequestHandler(
             importId = NewId.NextGuid();
         }
 
+        var message = createMessage(importId);
         try
         {
-            await publisher.PublishAsync(createMessage(importId), ct);
+            await publisher.PublishAsync(message, ct);
         }
         catch (OperationCanceledException) when (useKey)
         {
@@ -223,7 +224,8 @@ public sealed partial class PartnerRequestHandler(
 
         // The import is on the bus from here on: the answer is 202 whatever the bookkeeping below meets.
         var accepted = new ImportAccepted(PartnerMessages.Success, importId);
-        await BestEffortAsync(() => register.RecordAsync(importId, caller.WorkspaceId, caller.Partner, cohortId, KindName(kind), CancellationToken.None));
+        await BestEffortAsync(() => register.RecordAsync(
+            importId, caller.WorkspaceId, caller.Partner, cohortId, KindName(kind), message.OccurredAt, CancellationToken.None));
         if (useKey)
         {
             var stored = JsonSerializer.Serialize(accepted, PlatformJson.Options);

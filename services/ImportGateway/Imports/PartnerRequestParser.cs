@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -29,6 +30,20 @@ public static partial class PartnerRequestParser
 {
     public const int MaxCohortIdLength = 255;
     public const int MaxIdentifierLength = 512;
+
+    /// <summary>
+    /// Whether PostgreSQL can store the text: its text type cannot hold U+0000, so a value with one would be accepted
+    /// here and then fail its whole import downstream (or this gateway's own writes).
+    /// </summary>
+    public static bool IsStorable(string value) => !value.Contains('\0', StringComparison.Ordinal);
+
+    /// <summary>A cohort_id in a body or a path: non-empty, at most <see cref="MaxCohortIdLength"/>, storable.</summary>
+    public static bool IsValidCohortId([NotNullWhen(true)] string? cohortId) =>
+        cohortId is { Length: > 0 and <= MaxCohortIdLength } && IsStorable(cohortId);
+
+    /// <summary>An identifier or alias part: non-empty, at most <see cref="MaxIdentifierLength"/>, storable.</summary>
+    public static bool IsValidIdentifier([NotNullWhen(true)] string? value) =>
+        value is { Length: > 0 and <= MaxIdentifierLength } && IsStorable(value);
     private const int MaxCredentialLength = 1024;
     private const int MaxInvalidRawLength = 64;
 
@@ -78,13 +93,13 @@ public static partial class PartnerRequestParser
                 {
                     reader.Read();
                     request.CohortId = ReadString(ref reader);
-                    cohortIdOk = request.CohortId is { Length: > 0 and <= MaxCohortIdLength };
+                    cohortIdOk = IsValidCohortId(request.CohortId);
                 }
                 else if (!isChanges && reader.ValueTextEquals("name"u8))
                 {
                     reader.Read();
                     request.Name = ReadString(ref reader);
-                    nameOk = !string.IsNullOrEmpty(request.Name);
+                    nameOk = !string.IsNullOrEmpty(request.Name) && IsStorable(request.Name);
                 }
                 else if (!isChanges && reader.ValueTextEquals("created_at"u8))
                 {
@@ -230,20 +245,21 @@ public static partial class PartnerRequestParser
         var deviceIds = new List<string>();
         var aliases = new List<UserAlias>();
         var invalid = new List<string>();
-        bool anyKey = false, ok = true, shouldRemove = false;
+        // At least one of the three keys must hold an array; null is fine for the others (connectors send all three).
+        bool anyArray = false, ok = true, shouldRemove = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             if (reader.ValueTextEquals("user_ids"u8) || reader.ValueTextEquals("device_ids"u8))
             {
                 var target = reader.ValueTextEquals("user_ids"u8) ? externalIds : deviceIds;
                 reader.Read();
-                anyKey = true;
+                anyArray |= reader.TokenType == JsonTokenType.StartArray;
                 ok &= ReadIdentifierArray(ref reader, body, request, maxIdentifiers, target, invalid);
             }
             else if (reader.ValueTextEquals("aliases"u8))
             {
                 reader.Read();
-                anyKey = true;
+                anyArray |= reader.TokenType == JsonTokenType.StartArray;
                 ok &= ReadAliasArray(ref reader, body, request, maxIdentifiers, aliases, invalid);
             }
             else if (reader.ValueTextEquals("should_remove"u8))
@@ -263,7 +279,7 @@ public static partial class PartnerRequestParser
             }
         }
 
-        return ok && anyKey
+        return ok && anyArray
             ? new CohortChange
             {
                 ExternalIds = externalIds,
@@ -296,7 +312,7 @@ public static partial class PartnerRequestParser
             var keep = ++request.IdentifierCount <= maxIdentifiers;
             if (reader.TokenType == JsonTokenType.String)
             {
-                if (reader.ValueSpan.Length <= MaxIdentifierLength * 6 && reader.GetString() is { Length: > 0 and <= MaxIdentifierLength } id)
+                if (reader.ValueSpan.Length <= MaxIdentifierLength * 6 && reader.GetString() is var id && IsValidIdentifier(id))
                 {
                     if (keep)
                     {
@@ -373,7 +389,7 @@ public static partial class PartnerRequestParser
                 }
             }
 
-            if (!extraneous && name is { Length: > 0 and <= MaxIdentifierLength } && label is { Length: > 0 and <= MaxIdentifierLength })
+            if (!extraneous && IsValidIdentifier(name) && IsValidIdentifier(label))
             {
                 if (keep)
                 {

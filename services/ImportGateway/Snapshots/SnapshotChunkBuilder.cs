@@ -1,5 +1,6 @@
 using System.Text;
 using CohortBridge.Contracts;
+using CohortBridge.ImportGateway.Imports;
 
 namespace CohortBridge.ImportGateway.Snapshots;
 
@@ -23,27 +24,51 @@ public sealed class SnapshotChunkBuilder(int invalidSampleLength)
     /// <summary>Invalid lines in every chunk taken so far plus this one.</summary>
     public long InvalidTotal { get; private set; }
 
+    // A value with U+0000 (a CSV cell can hold one) is invalid: PostgreSQL's text cannot store it, and staging it
+    // would fail the whole snapshot.
     public void AddExternalId(string value)
     {
+        if (!PartnerRequestParser.IsStorable(value))
+        {
+            AddInvalid(value);
+            return;
+        }
+
         _externalIds.Add(value);
         Added();
     }
 
     public void AddDeviceId(string value)
     {
+        if (!PartnerRequestParser.IsStorable(value))
+        {
+            AddInvalid(value);
+            return;
+        }
+
         _deviceIds.Add(value);
         Added();
     }
 
     public void AddAlias(string name, string label)
     {
+        if (!PartnerRequestParser.IsStorable(name) || !PartnerRequestParser.IsStorable(label))
+        {
+            AddInvalid($"{name}:{label}");
+            return;
+        }
+
         _aliases.Add(new UserAlias { AliasName = name, AliasLabel = label });
         Added();
     }
 
-    public void AddInvalid(ReadOnlySpan<byte> raw)
+    public void AddInvalid(ReadOnlySpan<byte> raw) =>
+        AddInvalid(Encoding.UTF8.GetString(raw[..Math.Min(raw.Length, invalidSampleLength * 4)]));
+
+    private void AddInvalid(string text)
     {
-        var text = Encoding.UTF8.GetString(raw[..Math.Min(raw.Length, invalidSampleLength * 4)]);
+        // The sample is stored as text too: U+0000 shows as U+FFFD.
+        text = text.Replace('\0', '\uFFFD');
         _invalid.Add(text.Length > invalidSampleLength ? text[..invalidSampleLength] + "…" : text);
         InvalidTotal++;
         Added();

@@ -188,7 +188,7 @@ public sealed partial class SnapshotImporter(
 
             if (result.IsCompleted)
             {
-                return null;
+                return lines.ErrorAtEnd;
             }
         }
     }
@@ -208,6 +208,12 @@ public sealed partial class SnapshotImporter(
         private bool _skipping;
 
         public string? Error { get; private set; }
+
+        /// <summary>
+        /// A CSV body must at least have its header row (API.md): without one (an empty export file) it is a 400, not
+        /// a snapshot that empties the cohort. An empty NDJSON body is a snapshot with no members.
+        /// </summary>
+        public string? ErrorAtEnd => csv && _format is null ? SnapshotLineFormat.CsvHeaderInvalid : null;
 
         public LineOutcome Consume(ref ReadOnlySequence<byte> buffer, bool completed, SnapshotChunkBuilder chunk, int chunkSize)
         {
@@ -413,7 +419,7 @@ public sealed partial class SnapshotImporter(
             _registered = true;
             try
             {
-                await owner._register.RecordAsync(ImportId, caller.WorkspaceId, caller.Partner, cohortId, KindName, CancellationToken.None);
+                await owner._register.RecordAsync(ImportId, caller.WorkspaceId, caller.Partner, cohortId, KindName, _startedAt, CancellationToken.None);
             }
             catch (Exception ex) when (ex is NpgsqlException or TimeoutException or InvalidOperationException)
             {

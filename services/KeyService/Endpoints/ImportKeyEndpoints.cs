@@ -106,12 +106,9 @@ public static class ImportKeyEndpoints
         }
 
         // Parsed here rather than bound as int?, so that a bad value cannot answer 400 before the token check's 401.
-        var take = DefaultLimit;
-        if (!string.IsNullOrEmpty(limit)
-            && (!int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out take)
-                || take is < 1 or > MaxLimit))
+        if (!PageLimit.TryParse(limit, MaxLimit, DefaultLimit, out var take))
         {
-            return Problems.BadRequest($"limit must be an integer between 1 and {MaxLimit}.");
+            return Problems.BadRequest(PageLimit.Invalid(MaxLimit));
         }
 
         (DateTime CreatedAt, Guid KeyId)? after = null;

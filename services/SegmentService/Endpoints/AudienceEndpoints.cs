@@ -62,13 +62,13 @@ public static class AudienceEndpoints
         CancellationToken ct)
     {
         var query = request.Query;
-        string? Single(string name) => query.TryGetValue(name, out var v) ? v.ToString() : null;
+        var repeated = false;
         var externalId = Single("external_id");
         var deviceId = Single("device_id");
         var aliasName = Single("alias_name");
         var aliasLabel = Single("alias_label");
         var kinds = (externalId is not null ? 1 : 0) + (deviceId is not null ? 1 : 0) + (aliasName is not null || aliasLabel is not null ? 1 : 0);
-        if (kinds != 1 || (aliasName is null) != (aliasLabel is null))
+        if (repeated || kinds != 1 || (aliasName is null) != (aliasLabel is null))
         {
             return Problems.BadRequest(
                 "Invalid identifier",
@@ -93,6 +93,18 @@ public static class AudienceEndpoints
             : directory.FindByAlias(aliasName!, aliasLabel!);
         var member = ordinal is { } o && audiences.Contains(workspaceId, audiences.FilterOf(segment!), o);
         return TypedResults.Ok(new MembershipResponse(member));
+
+        // A parameter given twice is two identifiers (ToString would join them with a comma and look that up).
+        string? Single(string name)
+        {
+            if (!query.TryGetValue(name, out var values))
+            {
+                return null;
+            }
+
+            repeated |= values.Count > 1;
+            return values.ToString();
+        }
     }
 
     /// <summary>
@@ -212,16 +224,16 @@ public static class AudienceEndpoints
 
         /// <summary>Cohort names for a filter dropdown: name or cohort_id contains q (case-insensitive); archived hidden.</summary>
         private static Results<Ok<CohortOptionList>, ProblemHttpResult> ListCohorts(
-            string workspaceId, string? q, string? partner, int? limit, string? cursor, AudienceQueries audiences)
+            string workspaceId, string? q, string? partner, string? limit, string? cursor, AudienceQueries audiences)
         {
             if (Problems.InvalidWorkspace(workspaceId) is { } invalid)
             {
                 return invalid;
             }
 
-            if (limit is < 1 or > 500)
+            if (!PageLimit.TryParse(limit, 500, 50, out var pageSize))
             {
-                return Problems.BadRequest("Invalid limit", "limit must be between 1 and 500.");
+                return Problems.BadRequest("Invalid limit", PageLimit.Invalid(500));
             }
 
             var offset = 0;
@@ -230,7 +242,6 @@ public static class AudienceEndpoints
                 return Problems.BadRequest("Invalid cursor", "cursor is not a value returned as next_cursor.");
             }
 
-            var pageSize = limit ?? 50;
             var matching = audiences.Cohorts(workspaceId)
                 .Where(c => !c.Archived)
                 .Where(c => partner is null || c.Key.Partner == partner)

@@ -54,16 +54,16 @@ public static class SegmentEndpoints
     }
 
     private static async Task<Results<Ok<SegmentListResponse>, ProblemHttpResult>> ListAsync(
-        string workspaceId, SegmentRepository segments, int? limit, string? cursor, CancellationToken ct)
+        string workspaceId, SegmentRepository segments, string? limit, string? cursor, CancellationToken ct)
     {
         if (Problems.InvalidWorkspace(workspaceId) is { } invalid)
         {
             return invalid;
         }
 
-        if (limit is < 1 or > MaxLimit)
+        if (!PageLimit.TryParse(limit, MaxLimit, DefaultLimit, out var pageSize))
         {
-            return Problems.BadRequest("Invalid limit", $"limit must be between 1 and {MaxLimit}.");
+            return Problems.BadRequest("Invalid limit", PageLimit.Invalid(MaxLimit));
         }
 
         Guid? after = null;
@@ -77,7 +77,6 @@ public static class SegmentEndpoints
             after = decoded;
         }
 
-        var pageSize = limit ?? DefaultLimit;
         var page = await segments.ListAsync(workspaceId, after, pageSize + 1, ct);
         var items = page.Take(pageSize).Select(ToResponse).ToList();
         var next = page.Count > pageSize ? EncodeCursor(items[^1].SegmentId) : null;
