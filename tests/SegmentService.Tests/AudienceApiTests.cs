@@ -169,6 +169,13 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
         using var badTree = await Segments.Client.PostAsJsonAsync($"workspaces/{ws}/audiences:evaluate", new { filter = new { and = Array.Empty<object>() } });
         Assert.Equal(HttpStatusCode.BadRequest, badTree.StatusCode);
         Assert.Contains("filter.and must be a non-empty array", await badTree.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+
+        // Valid JSON nested past the filter's limit is told so, not that the body is no JSON object.
+        var deep = string.Concat(Enumerable.Repeat("{\"not\":", 200)) + """{"cohort":{"partner":"tinyclues","cohort_id":"a"},"op":"includes"}""" + new string('}', 200);
+        using var tooDeep = await Segments.Client.PostAsync($"workspaces/{ws}/audiences:evaluate",
+            new StringContent($$"""{"filter":{{deep}}}""", System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, tooDeep.StatusCode);
+        Assert.Contains("a filter may nest at most 32 levels", await tooDeep.Content.ReadAsStringAsync(), StringComparison.Ordinal);
     }
 
     [Fact]

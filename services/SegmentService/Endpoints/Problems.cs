@@ -51,7 +51,9 @@ internal static class RequestJson
         JsonDocument body;
         try
         {
-            body = await JsonDocument.ParseAsync(request.Body, new JsonDocumentOptions { MaxDepth = 80 }, ct);
+            // Deep enough for FilterParser to answer a too-deep filter with its own message (it stops at MaxDepth levels);
+            // parsing is not recursive, and the body is at most MaxBodyBytes.
+            body = await JsonDocument.ParseAsync(request.Body, new JsonDocumentOptions { MaxDepth = 1024 }, ct);
         }
         catch (JsonException)
         {
