@@ -48,6 +48,7 @@ public static class ServiceDefaultsExtensions
 
         builder.Services.AddHealthChecks();
         builder.Services.AddProblemDetails();
+        builder.Services.AddExceptionHandler<ClientErrorExceptionHandler>();
         builder.Services.ConfigureHttpJsonOptions(o => PlatformJson.Configure(o.SerializerOptions));
         builder.Services.Configure<HostOptions>(o =>
         {
@@ -109,13 +110,8 @@ public static class ServiceDefaultsExtensions
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
         app.UseMiddleware<RequestIdMiddleware>();
-        // A request the framework could not bind (a query value of the wrong type, say) is thrown as a
-        // BadHttpRequestException where RouteHandlerOptions.ThrowOnBadRequest is on (Development, as `make up` runs):
-        // it stays the client's 4xx rather than becoming a 500.
-        app.UseExceptionHandler(new ExceptionHandlerOptions
-        {
-            StatusCodeSelector = ex => ex is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError,
-        });
+        // Client errors that surface as exceptions answer 4xx (ClientErrorExceptionHandler); the rest a 500 problem.
+        app.UseExceptionHandler();
         app.UseStatusCodePages();
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });

@@ -4,6 +4,8 @@ using System.Text.Json;
 using CohortBridge.Contracts;
 using CohortBridge.Testing;
 using Dapper;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using static CohortBridge.CohortService.Tests.CohortServiceHost;
 
 namespace CohortBridge.CohortService.Tests;
@@ -264,5 +266,37 @@ public sealed class DevelopmentEnvironmentTests : IAsyncLifetime
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+}
+
+/// <summary>The shared exception handler's net under the validators, fed the error PostgreSQL itself raises.</summary>
+public sealed class ClientErrorExceptionHandlerTests
+{
+    [Fact]
+    public async Task TextWithNulCharacter_PostgresRefusal_Answers400Problem()
+    {
+        await using var dataSource = await MigratedDataSourceAsync("cohorts_nul");
+        await using var conn = await dataSource.OpenConnectionAsync();
+        var refusal = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => conn.ExecuteScalarAsync<string>("SELECT @t::text", new { t = "a\0b" }));
+        var other = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => conn.ExecuteScalarAsync<int>("SELECT 1 / 0"));
+
+        var (handled, status, body) = await HandleAsync(refusal);
+        var (otherHandled, _, _) = await HandleAsync(other);
+
+        Assert.Equal((true, 400), (handled, status));
+        Assert.Equal("Text values must not contain the character U+0000.", JsonDocument.Parse(body).RootElement.GetProperty("detail").GetString());
+        Assert.False(otherHandled);
+    }
+
+    private static async Task<(bool Handled, int Status, string Body)> HandleAsync(Exception exception)
+    {
+        var services = new ServiceCollection().AddLogging().AddProblemDetails().BuildServiceProvider();
+        var http = new DefaultHttpContext { RequestServices = services };
+        http.Response.Body = new MemoryStream();
+        var handler = new ServiceDefaults.ClientErrorExceptionHandler(services.GetRequiredService<IProblemDetailsService>());
+
+        var handled = await handler.TryHandleAsync(http, exception, CancellationToken.None);
+
+        return (handled, http.Response.StatusCode, System.Text.Encoding.UTF8.GetString(((MemoryStream)http.Response.Body).ToArray()));
     }
 }

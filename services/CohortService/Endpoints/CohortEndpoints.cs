@@ -39,6 +39,12 @@ public static class CohortEndpoints
             return RawPath.BadRequest("cursor is not a cursor this API returned");
         }
 
+        if ((q is not null && !PostgresText.CanStore(q)) || (partner is not null && !PostgresText.CanStore(partner)))
+        {
+            // No name, cohort_id or partner holds U+0000 (and PostgreSQL cannot compare text with it): nothing matches.
+            return TypedResults.Ok(new CohortPage([], null));
+        }
+
         await using var conn = await dataSource.OpenConnectionAsync(ct);
         var rows = await CohortQueries.SearchAsync(
             conn, ws, string.IsNullOrEmpty(partner) ? null : partner, string.IsNullOrEmpty(q) ? null : q, after, take + 1, ct);

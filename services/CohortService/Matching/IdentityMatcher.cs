@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using CohortBridge.Contracts;
+using CohortBridge.ServiceDefaults;
 using Dapper;
 using Npgsql;
 
@@ -54,7 +55,7 @@ public static class IdentityMatcher
     /// cannot hold: one such identifier would otherwise fail its whole import.
     /// </summary>
     public static bool IsValid(string? value) =>
-        !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength && !value.Contains('\0', StringComparison.Ordinal);
+        !string.IsNullOrEmpty(value) && value.Length <= MaxIdentifierLength && PostgresText.CanStore(value);
 
     public static bool IsValidAlias([NotNullWhen(true)] UserAlias? alias) => alias is not null && IsValid(alias.AliasName) && IsValid(alias.AliasLabel);
 

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using CohortBridge.Contracts;
+using CohortBridge.ServiceDefaults;
 
 namespace CohortBridge.ImportGateway.Imports;
 
@@ -31,19 +32,13 @@ public static partial class PartnerRequestParser
     public const int MaxCohortIdLength = 255;
     public const int MaxIdentifierLength = 512;
 
-    /// <summary>
-    /// Whether PostgreSQL can store the text: its text type cannot hold U+0000, so a value with one would be accepted
-    /// here and then fail its whole import downstream (or this gateway's own writes).
-    /// </summary>
-    public static bool IsStorable(string value) => !value.Contains('\0', StringComparison.Ordinal);
-
     /// <summary>A cohort_id in a body or a path: non-empty, at most <see cref="MaxCohortIdLength"/>, storable.</summary>
     public static bool IsValidCohortId([NotNullWhen(true)] string? cohortId) =>
-        cohortId is { Length: > 0 and <= MaxCohortIdLength } && IsStorable(cohortId);
+        cohortId is { Length: > 0 and <= MaxCohortIdLength } && PostgresText.CanStore(cohortId);
 
     /// <summary>An identifier or alias part: non-empty, at most <see cref="MaxIdentifierLength"/>, storable.</summary>
     public static bool IsValidIdentifier([NotNullWhen(true)] string? value) =>
-        value is { Length: > 0 and <= MaxIdentifierLength } && IsStorable(value);
+        value is { Length: > 0 and <= MaxIdentifierLength } && PostgresText.CanStore(value);
     private const int MaxCredentialLength = 1024;
     private const int MaxInvalidRawLength = 64;
 
@@ -99,7 +94,7 @@ public static partial class PartnerRequestParser
                 {
                     reader.Read();
                     request.Name = ReadString(ref reader);
-                    nameOk = !string.IsNullOrEmpty(request.Name) && IsStorable(request.Name);
+                    nameOk = !string.IsNullOrEmpty(request.Name) && PostgresText.CanStore(request.Name);
                 }
                 else if (!isChanges && reader.ValueTextEquals("created_at"u8))
                 {

@@ -1,6 +1,6 @@
 using System.Text;
 using CohortBridge.Contracts;
-using CohortBridge.ImportGateway.Imports;
+using CohortBridge.ServiceDefaults;
 
 namespace CohortBridge.ImportGateway.Snapshots;
 
@@ -28,7 +28,7 @@ public sealed class SnapshotChunkBuilder(int invalidSampleLength)
     // would fail the whole snapshot.
     public void AddExternalId(string value)
     {
-        if (!PartnerRequestParser.IsStorable(value))
+        if (!PostgresText.CanStore(value))
         {
             AddInvalid(value);
             return;
@@ -40,7 +40,7 @@ public sealed class SnapshotChunkBuilder(int invalidSampleLength)
 
     public void AddDeviceId(string value)
     {
-        if (!PartnerRequestParser.IsStorable(value))
+        if (!PostgresText.CanStore(value))
         {
             AddInvalid(value);
             return;
@@ -52,7 +52,7 @@ public sealed class SnapshotChunkBuilder(int invalidSampleLength)
 
     public void AddAlias(string name, string label)
     {
-        if (!PartnerRequestParser.IsStorable(name) || !PartnerRequestParser.IsStorable(label))
+        if (!PostgresText.CanStore(name) || !PostgresText.CanStore(label))
         {
             AddInvalid($"{name}:{label}");
             return;

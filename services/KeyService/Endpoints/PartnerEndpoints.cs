@@ -30,9 +30,9 @@ public static class PartnerEndpoints
         }
 
         var displayName = body.DisplayName ?? body.Partner!;
-        if (string.IsNullOrWhiteSpace(displayName) || displayName.Length > 200)
+        if (string.IsNullOrWhiteSpace(displayName) || displayName.Length > 200 || !PostgresText.CanStore(displayName))
         {
-            return Problems.BadRequest("display_name must be a non-empty string of at most 200 characters.");
+            return Problems.BadRequest("display_name must be a non-empty string of at most 200 characters, without U+0000.");
         }
 
         var createdAt = time.GetUtcNow().UtcDateTime;

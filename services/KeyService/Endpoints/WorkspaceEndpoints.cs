@@ -29,9 +29,9 @@ public static class WorkspaceEndpoints
         }
 
         var name = body.Name ?? body.WorkspaceId!;
-        if (string.IsNullOrWhiteSpace(name) || name.Length > 200)
+        if (string.IsNullOrWhiteSpace(name) || name.Length > 200 || !PostgresText.CanStore(name))
         {
-            return Problems.BadRequest("name must be a non-empty string of at most 200 characters.");
+            return Problems.BadRequest("name must be a non-empty string of at most 200 characters, without U+0000.");
         }
 
         var createdAt = time.GetUtcNow().UtcDateTime;

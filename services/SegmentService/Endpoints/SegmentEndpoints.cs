@@ -147,9 +147,10 @@ public static class SegmentEndpoints
         {
             var root = body!.RootElement;
             if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String
-                || string.IsNullOrWhiteSpace(nameElement.GetString()) || nameElement.GetString()!.Length > MaxNameLength)
+                || string.IsNullOrWhiteSpace(nameElement.GetString()) || nameElement.GetString()!.Length > MaxNameLength
+                || !PostgresText.CanStore(nameElement.GetString()!))
             {
-                return (null, null, Problems.BadRequest("Invalid segment", $"name must be a non-empty string of at most {MaxNameLength} characters."));
+                return (null, null, Problems.BadRequest("Invalid segment", $"name must be a non-empty string of at most {MaxNameLength} characters, without U+0000."));
             }
 
             if (!root.TryGetProperty("filter", out var filterElement))
