@@ -181,11 +181,13 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
     [InlineData("admin/partners", """{"partner":"-starts-with-dash","display_name":"x"}""")]
     [InlineData("admin/partners", """{"display_name":"x"}""")]
     [InlineData("admin/partners", """{"partner":"ok","display_name":"   "}""")]
+    [InlineData("admin/partners", """{"partner":"ok-nul","display_name":"a\u0000b"}""")]
     [InlineData("admin/partners", """[1,2]""")]
     [InlineData("admin/partners", """{broken""")]
     [InlineData("admin/workspaces", """{"workspace_id":"has_underscore","name":"x"}""")]
     [InlineData("admin/workspaces", """{"workspace_id":"ws-ok\n","name":"x"}""")]
     [InlineData("admin/workspaces", """{"workspace_id":42,"name":"x"}""")]
+    [InlineData("admin/workspaces", """{"workspace_id":"ws-nul","name":"a\u0000b"}""")]
     public async Task Create_InvalidBody_Returns400(string path, string json)
     {
         using var response = await keys.Admin.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));

@@ -239,6 +239,9 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
         Assert.Equal(HttpStatusCode.NotFound, otherWorkspace.StatusCode);
         using var badName = await Segments.Client.PostAsJsonAsync($"admin/workspaces/{ws}/segments", new { name = "", filter = Includes("a") });
         Assert.Equal(HttpStatusCode.BadRequest, badName.StatusCode);
+        using var nulName = await Segments.Client.PostAsJsonAsync($"admin/workspaces/{ws}/segments", new { name = "a\0b", filter = Includes("a") });
+        Assert.Equal(HttpStatusCode.BadRequest, nulName.StatusCode);
+        Assert.Contains("without U+0000", await nulName.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         using var badWorkspace = await Segments.Client.GetAsync("admin/workspaces/Not_Valid/segments");
         Assert.Equal(HttpStatusCode.BadRequest, badWorkspace.StatusCode);
     }
