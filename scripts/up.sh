@@ -21,7 +21,7 @@ service_env() {
   export "ConnectionStrings__$db=Host=127.0.0.1;Port=$PG_PORT;Username=postgres;Database=$dbname"
   export RabbitMq__Host=127.0.0.1 RabbitMq__Port="$AMQP_PORT"
   export KeyService__BaseUrl=http://127.0.0.1:5081/ CohortService__BaseUrl=http://127.0.0.1:5082/
-  export SegmentService__BaseUrl=http://127.0.0.1:5083/ Gateway__PublicBaseUrl=http://127.0.0.1:5080/
+  export Gateway__PublicBaseUrl=http://127.0.0.1:5080/
 }
 
 dll() { echo "$REPO/services/$1/bin/$CONFIGURATION/net10.0/$1.dll"; }

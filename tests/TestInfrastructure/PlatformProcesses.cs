@@ -66,7 +66,6 @@ public class PlatformProcesses : IAsyncDisposable
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
             ["KeyService__BaseUrl"] = $"http://127.0.0.1:{KeysPort}/",
             ["CohortService__BaseUrl"] = $"http://127.0.0.1:{CohortsPort}/",
-            ["SegmentService__BaseUrl"] = $"http://127.0.0.1:{SegmentsPort}/",
             ["Gateway__PublicBaseUrl"] = $"http://127.0.0.1:{GatewayPort}/",
         }.WithBroker(Infrastructure, VirtualHost);
         var (name, db) = service switch
