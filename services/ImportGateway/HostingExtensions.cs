@@ -48,6 +48,7 @@ public static class ImportGatewayHosting
             {
                 c.BaseAddress = new Uri(cohortServiceUrl.EndsWith('/') ? cohortServiceUrl : cohortServiceUrl + "/");
             })
+            .AddAdminTokenHeader()
             .AddStandardResilienceHandler(o =>
             {
                 o.AttemptTimeout.Timeout = TimeSpan.FromSeconds(2);

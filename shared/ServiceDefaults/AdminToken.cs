@@ -1,3 +1,4 @@
+using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
@@ -8,7 +9,10 @@ using Microsoft.Extensions.Hosting;
 
 namespace CohortBridge.ServiceDefaults;
 
-/// <summary>The admin bearer token (PLATFORM_ADMIN_TOKEN), held as a SHA-256 digest for constant-time comparison.</summary>
+/// <summary>
+/// The admin bearer token (PLATFORM_ADMIN_TOKEN), compared through a SHA-256 digest in constant time. It also guards the
+/// services' <c>/internal/...</c> endpoints, which the services call with it (<see cref="AdminTokenExtensions.AddAdminTokenHeader"/>).
+/// </summary>
 public sealed class AdminToken
 {
     public const string ConfigKey = "PLATFORM_ADMIN_TOKEN";
@@ -16,7 +20,14 @@ public sealed class AdminToken
 
     private readonly byte[] _digest;
 
-    public AdminToken(string token) => _digest = SHA256.HashData(Encoding.UTF8.GetBytes(token));
+    public AdminToken(string token)
+    {
+        _digest = SHA256.HashData(Encoding.UTF8.GetBytes(token));
+        Header = new AuthenticationHeaderValue("Bearer", token);
+    }
+
+    /// <summary>What a service sends to another's internal endpoints.</summary>
+    public AuthenticationHeaderValue Header { get; }
 
     public bool Matches(string? authorizationHeader)
     {
@@ -62,6 +73,14 @@ public static class AdminTokenExtensions
         _ = app.Services.GetRequiredService<AdminToken>();
         return app;
     }
+
+    /// <summary>
+    /// Sends this service's admin token with every request of the client: the other services' internal endpoints
+    /// (import-key validation, directories, members, import status) answer nobody without it.
+    /// </summary>
+    public static IHttpClientBuilder AddAdminTokenHeader(this IHttpClientBuilder builder) =>
+        builder.ConfigureHttpClient((services, http) =>
+            http.DefaultRequestHeaders.Authorization = services.GetRequiredService<AdminToken>().Header);
 
     /// <summary>Requires <c>Authorization: Bearer &lt;admin token&gt;</c>; otherwise 401 problem details.</summary>
     public static TBuilder RequireAdminToken<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder

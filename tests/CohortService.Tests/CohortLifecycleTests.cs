@@ -68,7 +68,7 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
         Assert.Equal("completed", status.GetProperty("status").GetString());
         Assert.Equal(0, status.GetProperty("received").GetInt64());
         Assert.Equal(JsonValueKind.Null, status.GetProperty("cohort_version").ValueKind);
-        using var response = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/credentials-check/members");
+        using var response = await host.Admin.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/credentials-check/members");
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
     }
 
@@ -85,7 +85,7 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
         var v2 = await host.WaitForUpdateAsync(ws, "spring-sale", 2);
         Assert.Equal("Spring sale 2026", v2.CohortName);
         Assert.Equal(0, v2.AddedCount);
-        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/spring-sale/changes?after=0");
+        var changes = await host.GetJsonAsync(host.Admin, $"internal/workspaces/{ws}/cohorts/tinyclues/spring-sale/changes?after=0");
         Assert.Equal(2, changes.GetProperty("current_version").GetInt64());
         Assert.True(changes.GetProperty("complete").GetBoolean());
         Assert.Equal(["Spring sale", "Spring sale 2026"],
@@ -159,7 +159,7 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
         Assert.True(evt.MustReread);
         Assert.Null(evt.Added);
         Assert.Equal(60, evt.AddedCount);
-        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/big/changes?after=0");
+        var changes = await host.GetJsonAsync(host.Admin, $"internal/workspaces/{ws}/cohorts/tinyclues/big/changes?after=0");
         Assert.Equal(60, changes.GetProperty("items")[0].GetProperty("added").GetArrayLength());
     }
 
@@ -176,15 +176,15 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
         Assert.Equal(1, version);
         var detail = await host.GetJsonAsync(host.Admin, $"admin/workspaces/{ws}/cohorts/tinyclues/{Path(cohortId)}");
         Assert.Equal(cohortId, detail.GetProperty("cohort_id").GetString());
-        var all = await host.Service.Client.GetStringAsync("internal/cohorts");
+        var all = await host.Admin.GetStringAsync("internal/cohorts");
         Assert.Contains(all.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement),
             e => e.GetProperty("workspace_id").GetString() == ws && e.GetProperty("cohort_id").GetString() == cohortId
                  && e.GetProperty("member_count").GetInt64() == 1);
-        var workspaces = await host.GetJsonAsync(host.Service.Client, "internal/workspaces");
+        var workspaces = await host.GetJsonAsync(host.Admin, "internal/workspaces");
         Assert.Contains(ws, workspaces.GetProperty("items").EnumerateArray().Select(i => i.GetString()));
-        using var missing = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/nope/changes?after=0");
+        using var missing = await host.Admin.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/nope/changes?after=0");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
-        using var unknownImport = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/imports/{Guid.NewGuid()}");
+        using var unknownImport = await host.Admin.GetAsync($"internal/workspaces/{ws}/imports/{Guid.NewGuid()}");
         Assert.Equal(HttpStatusCode.NotFound, unknownImport.StatusCode);
     }
 
@@ -237,10 +237,15 @@ public sealed class CohortLifecycleTests(SharedCohortService host)
     }
 
     [Fact]
-    public async Task AdminApi_WithoutToken_Returns401()
+    public async Task AdminAndInternalApi_WithoutToken_Returns401()
     {
-        using var response = await host.Service.Client.GetAsync($"admin/workspaces/{NewWorkspace()}/cohorts");
-        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        // Internal endpoints serve directories and members (personal data) to the other services, which send the token.
+        var ws = NewWorkspace();
+        foreach (var path in new[] { $"admin/workspaces/{ws}/cohorts", "internal/workspaces", "internal/cohorts", $"internal/workspaces/{ws}/directory" })
+        {
+            using var response = await host.Service.Client.GetAsync(path);
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        }
     }
 }
 
@@ -262,7 +267,7 @@ public sealed class DevelopmentEnvironmentTests : IAsyncLifetime
         var ws = NewWorkspace();
         await _host.ImportAsync(Changes(ws, "typed", Add()));
 
-        using var response = await _host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/typed/changes?after=abc");
+        using var response = await _host.Admin.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/typed/changes?after=abc");
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);

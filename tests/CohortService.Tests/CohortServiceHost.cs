@@ -151,7 +151,7 @@ public class CohortServiceHost : IAsyncDisposable
     public async Task<JsonElement> WaitForImportAsync(string ws, Guid importId) =>
         await Eventually.UntilAsync(async () =>
         {
-            using var response = await Service.Client.GetAsync($"internal/workspaces/{ws}/imports/{importId}");
+            using var response = await Admin.GetAsync($"internal/workspaces/{ws}/imports/{importId}");
             if (!response.IsSuccessStatusCode)
             {
                 return default;
@@ -173,7 +173,7 @@ public class CohortServiceHost : IAsyncDisposable
 
     public async Task<(int[] Ordinals, long Version, bool Archived)> MembersAsync(string ws, string cohortId, string partner = "tinyclues")
     {
-        using var response = await Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/{Path(partner)}/{Path(cohortId)}/members");
+        using var response = await Admin.GetAsync($"internal/workspaces/{ws}/cohorts/{Path(partner)}/{Path(cohortId)}/members");
         response.EnsureSuccessStatusCode();
         var bytes = await response.Content.ReadAsByteArrayAsync();
         var ordinals = new int[bytes.Length / 4];
@@ -198,7 +198,7 @@ public class CohortServiceHost : IAsyncDisposable
     /// <summary>Ordinal of a user by external id, through the internal directory stream.</summary>
     public async Task<Dictionary<string, int>> OrdinalsAsync(string ws)
     {
-        var text = await Service.Client.GetStringAsync($"internal/workspaces/{ws}/directory");
+        var text = await Admin.GetStringAsync($"internal/workspaces/{ws}/directory");
         var map = new Dictionary<string, int>();
         foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {

@@ -54,7 +54,7 @@ public sealed class DirectoryTests(SharedCohortService host)
         await host.UpsertAsync(ws, line);
         var again = await host.UpsertAsync(ws, line, """{"external_id":"same","device_ids":["extra"]}""");
         Assert.Equal(2, again.GetProperty("upserted").GetInt64());
-        var text = await host.Service.Client.GetStringAsync($"internal/workspaces/{ws}/directory");
+        var text = await host.Admin.GetStringAsync($"internal/workspaces/{ws}/directory");
         var user = JsonDocument.Parse(text.Trim()).RootElement;
         Assert.Equal(0, user.GetProperty("ordinal").GetInt32());
         Assert.Equal(["extra"], user.GetProperty("device_ids").EnumerateArray().Select(d => d.GetString()));
@@ -106,7 +106,7 @@ public sealed class DirectoryTests(SharedCohortService host)
         Assert.Equal(Enumerable.Range(0, 2500), users.Order());
         Assert.All(host.DirectoryChanges.Where(d => d.WorkspaceId == ws), d => Assert.True(d.Users.Count <= 1000));
 
-        using var live = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/live-users");
+        using var live = await host.Admin.GetAsync($"internal/workspaces/{ws}/live-users");
         Assert.Equal(2500 * 4, (await live.Content.ReadAsByteArrayAsync()).Length);
     }
 
@@ -145,7 +145,7 @@ public sealed class DirectoryTests(SharedCohortService host)
         var ordinals = await host.OrdinalsAsync(ws);
         Assert.Equal(0, ordinals["a"]);
         Assert.Equal(1, ordinals["b"]);
-        var text = await host.Service.Client.GetStringAsync($"internal/workspaces/{ws}/directory");
+        var text = await host.Admin.GetStringAsync($"internal/workspaces/{ws}/directory");
         var users = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal(["xA"], users[2].GetProperty("device_ids").EnumerateArray().Select(d => d.GetString()));
         Assert.Equal("n", users[3].GetProperty("aliases")[0].GetProperty("alias_name").GetString());

@@ -177,7 +177,7 @@ public sealed class ImportMatchingTests(SharedCohortService host)
         var ws = NewWorkspace();
         await host.UpsertAsync(ws, """{"external_id":"only"}""");
         await host.ImportAsync(Changes(ws, "c", Add("only", "new-1", "new-2"), new CohortChange { DeviceIds = ["d-new"] }));
-        var directory = await host.Service.Client.GetStringAsync($"internal/workspaces/{ws}/directory");
+        var directory = await host.Admin.GetStringAsync($"internal/workspaces/{ws}/directory");
         Assert.Single(directory.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 

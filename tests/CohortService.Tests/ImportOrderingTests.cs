@@ -76,12 +76,12 @@ public sealed class ImportOrderingTests : IAsyncLifetime
         // import shows as soon as it is consumed (on a loaded machine that took over a second once), then keeps waiting.
         var seen = await Eventually.UntilAsync(async () =>
         {
-            using var response = await _host.Service.Client.GetAsync($"internal/workspaces/{ws}/imports/{second.ImportId}");
+            using var response = await _host.Admin.GetAsync($"internal/workspaces/{ws}/imports/{second.ImportId}");
             return response.IsSuccessStatusCode ? JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone() : default;
         }, e => e.ValueKind == JsonValueKind.Object, because: "the import is registered once consumed");
         Assert.Equal("processing", seen.GetProperty("status").GetString());
         await Task.Delay(TimeSpan.FromSeconds(1));
-        Assert.Equal("processing", (await _host.GetJsonAsync(_host.Service.Client, $"internal/workspaces/{ws}/imports/{second.ImportId}"))
+        Assert.Equal("processing", (await _host.GetJsonAsync(_host.Admin, $"internal/workspaces/{ws}/imports/{second.ImportId}"))
             .GetProperty("status").GetString());
 
         Assert.Equal("completed", (await _host.WaitForImportAsync(ws, second.ImportId)).GetProperty("status").GetString());

@@ -51,12 +51,12 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
     private static SnapshotChunk Ids(params string[] externalIds) => new() { Sequence = 0, IsLast = false, ExternalIds = externalIds };
 
     private async Task<JsonElement> StatusAsync(string ws, Guid importId) =>
-        await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/imports/{importId}");
+        await host.GetJsonAsync(host.Admin, $"internal/workspaces/{ws}/imports/{importId}");
 
     private async Task<JsonElement> WaitForProgressAsync(string ws, Guid importId, long processed) =>
         await Eventually.UntilAsync(async () =>
         {
-            using var response = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/imports/{importId}");
+            using var response = await host.Admin.GetAsync($"internal/workspaces/{ws}/imports/{importId}");
             return response.IsSuccessStatusCode ? JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone() : default;
         }, e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("processed", out var p) && p.ValueKind == JsonValueKind.Number
                 && p.GetInt64() == processed, because: $"{processed} identifiers processed");
@@ -125,7 +125,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Equal(5, evt.MemberCount);
         Assert.Equal(importId, evt.ImportId);
         Assert.Equal(["u1", "u3"], evt.Removed!.Select(r => r.ExternalId).Order());
-        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/weekly/changes?after=1");
+        var changes = await host.GetJsonAsync(host.Admin, $"internal/workspaces/{ws}/cohorts/tinyclues/weekly/changes?after=1");
         Assert.True(changes.GetProperty("complete").GetBoolean());
         Assert.Equal(new[] { ord["u4"], ord["u5"], 5, ord["u7"] }.Order(),
             changes.GetProperty("items")[0].GetProperty("added").EnumerateArray().Select(e => e.GetInt32()));
@@ -236,7 +236,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Contains("2 of 3 chunks", status.GetProperty("error").GetString());
         Assert.Equal(2, status.GetProperty("processed").GetInt64());
         Assert.Equal((false, 0L), await StagingAsync(importId));
-        using var cohort = await host.Service.Client.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/lost/members");
+        using var cohort = await host.Admin.GetAsync($"internal/workspaces/{ws}/cohorts/tinyclues/lost/members");
         Assert.Equal(System.Net.HttpStatusCode.NotFound, cohort.StatusCode);
     }
 
@@ -364,7 +364,7 @@ public sealed class SnapshotImportTests(SnapshotCohortService host) : IClassFixt
         Assert.Equal(60, evt.MemberCount);
         // More users than Cohorts:ChangeLogSetLimit: the log keeps the version without its sets, so it reads as
         // incomplete and a consumer re-reads the membership.
-        var changes = await host.GetJsonAsync(host.Service.Client, $"internal/workspaces/{ws}/cohorts/tinyclues/big/changes?after=0");
+        var changes = await host.GetJsonAsync(host.Admin, $"internal/workspaces/{ws}/cohorts/tinyclues/big/changes?after=0");
         Assert.False(changes.GetProperty("complete").GetBoolean());
         Assert.Equal(60, (await host.MembersAsync(ws, "big")).Ordinals.Length);
     }

@@ -113,14 +113,15 @@ public sealed class SnapshotPlatform : IAsyncLifetime
     /// <summary>Members (by external id) and version of a cohort, through CohortService's internal API and directory.</summary>
     public async Task<(HashSet<string> Members, long Version)> MembersAsync(string cohortId)
     {
+        using var admin = AdminClient(Cohorts);
         var directory = new Dictionary<int, string>();
-        foreach (var line in (await Cohorts.Client.GetStringAsync($"internal/workspaces/{Workspace}/directory")).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var line in (await admin.GetStringAsync($"internal/workspaces/{Workspace}/directory")).Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             var e = JsonDocument.Parse(line).RootElement;
             directory[e.GetProperty("ordinal").GetInt32()] = e.GetProperty("external_id").GetString() ?? "#" + e.GetProperty("ordinal").GetInt32();
         }
 
-        using var r = await Cohorts.Client.GetAsync($"internal/workspaces/{Workspace}/cohorts/{Partner}/{Uri.EscapeDataString(cohortId)}/members");
+        using var r = await admin.GetAsync($"internal/workspaces/{Workspace}/cohorts/{Partner}/{Uri.EscapeDataString(cohortId)}/members");
         if (r.StatusCode == HttpStatusCode.NotFound)
         {
             return ([], 0);

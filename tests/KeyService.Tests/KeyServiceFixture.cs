@@ -147,7 +147,7 @@ public class KeyServiceFixture : IAsyncLifetime
     /// <summary>Calls the internal validation endpoint and returns its JSON answer.</summary>
     public async Task<JsonElement> ValidateAsync(string partner, string? apiKey, string? secret)
     {
-        using var response = await Keys.Client.PostAsJsonAsync(
+        using var response = await Admin.PostAsJsonAsync(
             "internal/import-keys/validate", new { partner, partner_api_key = apiKey, client_secret = secret });
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         return await response.Content.ReadFromJsonAsync<JsonElement>();

@@ -1,4 +1,5 @@
 using System.Text;
+using CohortBridge.ServiceDefaults;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Http.Resilience;
@@ -38,6 +39,7 @@ public static class PartnerAuthenticationExtensions
                 // The resilience pipeline below owns the time limits.
                 http.Timeout = Timeout.InfiniteTimeSpan;
             })
+            .AddAdminTokenHeader()
             .AddResilienceHandler("key-service", (pipeline, context) =>
             {
                 var o = context.ServiceProvider.GetRequiredService<IOptions<KeyCacheOptions>>().Value;

@@ -1,16 +1,18 @@
 using CohortBridge.KeyService.Keys;
+using CohortBridge.ServiceDefaults;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace CohortBridge.KeyService.Endpoints;
 
-/// <summary>Service-to-service API for the gateway (no admin token; never exposed outside the cluster).</summary>
+/// <summary>Service-to-service API for the gateway (the shared admin token; never exposed outside the cluster).</summary>
 public static class InternalKeyEndpoints
 {
     public const int MaxUsageItems = 10_000;
 
     public static IEndpointRouteBuilder MapInternalKeyEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/internal/import-keys");
+        // Only the gateway calls these, with the shared admin token: without it they would tell anyone which keys are valid.
+        var group = app.MapGroup("/internal/import-keys").RequireAdminToken();
         group.MapPost("/validate", ValidateAsync);
         group.MapPost("/usage", ReportUsage);
         return app;

@@ -119,6 +119,13 @@ public sealed class FakeCohortService : IAsyncDisposable
                 return;
             }
 
+            // As the real internal endpoints: SegmentService must present the shared admin token.
+            if (context.Request.Headers.Authorization.ToString() != $"Bearer {SegmentServiceHarness.AdminToken}")
+            {
+                context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                return;
+            }
+
             await next(context);
         });
 
