@@ -106,8 +106,9 @@ public static partial class PartnerEndpoints
                     Unmatched = known.Unmatched ?? [],
                     UnmatchedSample = known.UnmatchedSample ?? [],
                     CohortVersion = known.CohortVersion,
-                    AcceptedAt = accepted is not null ? AsUtc(accepted.AcceptedAt) : known.AcceptedAt?.ToUniversalTime(),
-                    CompletedAt = known.CompletedAt?.ToUniversalTime(),
+                    // PlatformJson writes every DateTimeOffset in UTC with 'Z'.
+                    AcceptedAt = accepted is not null ? AsUtc(accepted.AcceptedAt) : known.AcceptedAt,
+                    CompletedAt = known.CompletedAt,
                     Error = known.Error,
                     Processed = known.Processed,
                 });

@@ -146,9 +146,10 @@ public static class SegmentEndpoints
         using (body)
         {
             var root = body!.RootElement;
-            if (!root.TryGetProperty("name", out var nameElement) || nameElement.ValueKind != JsonValueKind.String
-                || string.IsNullOrWhiteSpace(nameElement.GetString()) || nameElement.GetString()!.Length > MaxNameLength
-                || !PostgresText.CanStore(nameElement.GetString()!))
+            var name = root.TryGetProperty("name", out var nameElement) && nameElement.ValueKind == JsonValueKind.String
+                ? nameElement.GetString()
+                : null;
+            if (string.IsNullOrWhiteSpace(name) || name.Length > MaxNameLength || !PostgresText.CanStore(name))
             {
                 return (null, null, Problems.BadRequest("Invalid segment", $"name must be a non-empty string of at most {MaxNameLength} characters, without U+0000."));
             }
@@ -159,7 +160,7 @@ public static class SegmentEndpoints
             }
 
             var (filter, filterProblem) = audiences.ParseAndValidate(workspaceId, filterElement);
-            return (nameElement.GetString(), filter, filterProblem);
+            return (name, filter, filterProblem);
         }
     }
 
