@@ -16,7 +16,8 @@ public sealed class ClientErrorExceptionHandler(IProblemDetailsService problems)
     {
         var (status, detail) = exception switch
         {
-            BadHttpRequestException bad => (bad.StatusCode, "The request could not be read: a value has the wrong type or form."),
+            // Its status says why (400 a value of the wrong form, 413 a body over the limit, ...); the title follows it.
+            BadHttpRequestException bad => (bad.StatusCode, "The request could not be read."),
             PostgresException { SqlState: PostgresErrorCodes.CharacterNotInRepertoire } =>
                 (StatusCodes.Status400BadRequest, "Text values must not contain the character U+0000."),
             _ => (0, ""),
@@ -31,7 +32,7 @@ public sealed class ClientErrorExceptionHandler(IProblemDetailsService problems)
         {
             HttpContext = httpContext,
             Exception = exception,
-            ProblemDetails = { Status = status, Title = "Bad request", Detail = detail },
+            ProblemDetails = { Status = status, Detail = detail },
         });
     }
 }
