@@ -65,8 +65,21 @@ public sealed class CohortsOptions
     /// </summary>
     public TimeSpan ReplayRetention { get; set; } = TimeSpan.FromDays(7);
 
-    /// <summary>How often <see cref="Imports.ReplayHistorySweeper"/> looks for history past <see cref="ReplayRetention"/>.</summary>
+    /// <summary>
+    /// How often <see cref="Imports.ReplayHistorySweeper"/> looks for history past <see cref="ReplayRetention"/> and
+    /// <see cref="ImportRetention"/>.
+    /// </summary>
     public TimeSpan ReplaySweepInterval { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long a finished import is kept: its row (status and statistics, ~0.6 kB per request), its change-log
+    /// entries and, for a snapshot, its snapshot row. After it <see cref="Imports.ReplayHistorySweeper"/> deletes them;
+    /// import status then answers 404, and a message accepted before it that has no import row (moved back from an
+    /// error queue that late) is refused to the error queue, because whether it was applied can no longer be told.
+    /// Measured by the gateway's acceptance time, like the gateway's <c>Gateway:ImportRetention</c>, which should be
+    /// the same. Zero or less keeps everything; otherwise at least <see cref="ReplayRetention"/>, which must be on.
+    /// </summary>
+    public TimeSpan ImportRetention { get; set; } = TimeSpan.FromDays(30);
 
     /// <summary>Largest number of errors a bulk upsert response lists (all rejected lines are counted).</summary>
     public int MaxReportedErrors { get; set; } = 1000;

@@ -23,6 +23,9 @@ public static class CohortServiceHosting
             .Validate(o => o.InlineChangeLimit >= 0 && o.ChangeLogSetLimit >= 0,
                 "Cohorts:InlineChangeLimit and Cohorts:ChangeLogSetLimit must not be negative.")
             .Validate(o => o.ReplaySweepInterval > TimeSpan.Zero, "Cohorts:ReplaySweepInterval must be positive.")
+            // The import sweep deletes only change-log entries whose sets the replay sweep has already cleared.
+            .Validate(o => o.ImportRetention <= TimeSpan.Zero || (o.ReplayRetention > TimeSpan.Zero && o.ReplayRetention <= o.ImportRetention),
+                "Cohorts:ImportRetention must be 0 (keep everything) or at least Cohorts:ReplayRetention, which must then be more than 0.")
             .ValidateOnStart();
         builder.AddPlatformDatabase(DatabaseName, typeof(CohortServiceHosting).Assembly);
 

@@ -37,6 +37,16 @@ public sealed class GatewayOptions
     /// <summary>How long idempotency records are kept.</summary>
     public TimeSpan IdempotencyRetention { get; set; } = TimeSpan.FromHours(24);
 
+    /// <summary>
+    /// How long an import's status can be read: after it the gateway answers 404 for it and deletes it from its
+    /// register of accepted imports. Keep it equal to CohortService's <c>Cohorts:ImportRetention</c>, which deletes the
+    /// import's status there. Zero or less keeps everything.
+    /// </summary>
+    public TimeSpan ImportRetention { get; set; } = TimeSpan.FromDays(30);
+
+    /// <summary>How often expired idempotency records and accepted imports are deleted.</summary>
+    public TimeSpan PurgeInterval { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Retry-After (seconds) sent with 503.</summary>
     public int UnavailableRetryAfterSeconds { get; set; } = 5;
 }

@@ -25,6 +25,8 @@ public static class ImportGatewayHosting
         builder.Services.AddOptions<GatewayOptions>().Bind(section)
             .Validate(o => o.MaxIdentifiersPerRequest > 0 && o.MaxBodyBytes is > 0 and < int.MaxValue,
                 "Gateway:MaxIdentifiersPerRequest and Gateway:MaxBodyBytes must be positive (MaxBodyBytes below 2 GiB).")
+            .Validate(o => o.PurgeInterval > TimeSpan.Zero && o.IdempotencyRetention > TimeSpan.Zero,
+                "Gateway:PurgeInterval and Gateway:IdempotencyRetention must be positive.")
             .ValidateOnStart();
 
         builder.Services.AddOptions<SnapshotOptions>().Bind(builder.Configuration.GetSection(SnapshotOptions.SectionName))
@@ -41,7 +43,7 @@ public static class ImportGatewayHosting
         builder.Services.AddSingleton<IdempotencyRepository>();
         builder.Services.AddSingleton<ImportRegisterRepository>();
         builder.Services.AddScoped<PartnerRequestHandler>();
-        builder.Services.AddHostedService<IdempotencyPurgeService>();
+        builder.Services.AddHostedService<RetentionPurgeService>();
 
         var cohortServiceUrl = builder.Configuration["CohortService:BaseUrl"] ?? "http://localhost:5082/";
         builder.Services.AddHttpClient<CohortServiceClient>(c =>

@@ -20,6 +20,12 @@ public sealed class RabbitMqOptions
     public bool QuorumQueues { get; set; }
 }
 
+/// <summary>
+/// A message that no retry can make succeed: the platform bus moves it to the error queue at once, with this
+/// exception's message in its fault headers for the operator.
+/// </summary>
+public class UnretriableMessageException(string message) : Exception(message);
+
 public static class Bus
 {
     /// <summary>
@@ -62,7 +68,11 @@ public static class Bus
                     cfg.SetQuorumQueue();
                 }
 
-                cfg.UseMessageRetry(r => r.Exponential(5, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200)));
+                cfg.UseMessageRetry(r =>
+                {
+                    r.Exponential(5, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200));
+                    r.Ignore<UnretriableMessageException>();
+                });
                 configureBus?.Invoke(context, cfg);
                 cfg.ConfigureEndpoints(context);
             });

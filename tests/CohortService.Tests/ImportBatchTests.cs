@@ -1,4 +1,6 @@
+using System.Net.Http.Json;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using CohortBridge.CohortService.Imports;
 using CohortBridge.Contracts;
 using CohortBridge.Testing;
@@ -208,8 +210,8 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         var cleared = await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None);
 
         // Each test has a database of its own: the two aged imports and their two versions, nothing else.
-        Assert.Equal((2, 2), cleared);
-        Assert.Equal((0, 0), await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None));
+        Assert.Equal(new ReplayHistorySweeper.Sweep(2, 2, 0, 0, 0), cleared);
+        Assert.True((await Sweeper(TimeSpan.FromDays(7)).SweepOnceAsync(CancellationToken.None)).IsEmpty);
         var imports = (await conn.QueryAsync<(Guid Id, bool Trimmed, string Status, long Received, long Matched, long Added, long Version)>("""
             SELECT import_id, event_trimmed, status, received, matched, added, cohort_version
             FROM imports WHERE workspace_id = @ws
@@ -267,7 +269,7 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
         await using var conn = await _dataSource.OpenConnectionAsync();
         await AgeAsync(conn, ws, [import.ImportId], TimeSpan.FromDays(3650));
 
-        Assert.Equal((0, 0), await Sweeper(TimeSpan.Zero).SweepOnceAsync(CancellationToken.None));
+        Assert.True((await Sweeper(TimeSpan.Zero, TimeSpan.Zero).SweepOnceAsync(CancellationToken.None)).IsEmpty);
 
         Assert.Equal((true, false, false), await conn.QuerySingleAsync<(bool, bool, bool)>("""
             SELECT i.event_json IS NOT NULL, i.event_trimmed, c.sets_omitted FROM imports i JOIN cohort_changes c ON c.import_id = i.import_id
@@ -275,15 +277,103 @@ public sealed class ImportBatchProcessorTests : IAsyncLifetime
             """, new { ws }));
     }
 
-    private ReplayHistorySweeper Sweeper(TimeSpan retention) => new(
-        _dataSource, Options.Create(new CohortsOptions { ReplayRetention = retention }), NullLogger<ReplayHistorySweeper>.Instance);
+    [Fact]
+    public async Task ImportSweep_PastImportRetention_DeletesFinishedImportsTheirVersionsAndSnapshotRows()
+    {
+        var ws = await WorkspaceWithUsersAsync(3);
+        var old = new[] { Changes(ws, "expired", Add("u0", "nobody")), Changes(ws, "expired", Add("u1")) };
+        await _processor.ProcessBatchAsync(old, CancellationToken.None);
+        var recent = Changes(ws, "expired", Add("u2"));
+        await _processor.ProcessBatchAsync([recent], CancellationToken.None);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await AgeAsync(conn, ws, old.Select(m => m.ImportId), TimeSpan.FromDays(31));
+        // An import still processing that long (its message stuck somewhere), and two snapshots: one finished long
+        // ago, one still staging.
+        var stuck = Changes(ws, "expired", Add("u0"));
+        Assert.True(await ImportRepository.RegisterAsync(_dataSource, stuck, TimeSpan.FromDays(30), CancellationToken.None));
+        var (finished, staging) = (Guid.NewGuid(), Guid.NewGuid());
+        await conn.ExecuteAsync("""
+            UPDATE imports SET accepted_at = now() - interval '40 days' WHERE import_id = @stuck;
+            INSERT INTO snapshots (import_id, workspace_id, partner, cohort_id, staging_table, state, created_at, finished_at) VALUES
+                (@finished, @ws, 'tinyclues', 'snap', 'staging_gone', 'completed', now() - interval '31 days', now() - interval '31 days'),
+                (@staging, @ws, 'tinyclues', 'snap', 'staging_open', 'staging', now() - interval '31 days', NULL);
+            """, new { stuck = stuck.ImportId, finished, staging, ws });
 
-    /// <summary>Moves the completion of these imports, and the change-log versions they wrote, back in time.</summary>
+        var swept = await Sweeper(TimeSpan.FromDays(7), TimeSpan.FromDays(30)).SweepOnceAsync(CancellationToken.None);
+
+        // The aged imports' events and versions are trimmed first, then deleted with their rows; one snapshot row.
+        Assert.Equal(new ReplayHistorySweeper.Sweep(2, 2, 2, 2, 1), swept);
+        Assert.True((await Sweeper(TimeSpan.FromDays(7), TimeSpan.FromDays(30)).SweepOnceAsync(CancellationToken.None)).IsEmpty);
+        Assert.Equal([(recent.ImportId, "completed"), (stuck.ImportId, "processing")], (await conn.QueryAsync<(Guid, string)>(
+            "SELECT import_id, status FROM imports WHERE workspace_id = @ws ORDER BY accepted_at DESC", new { ws })).ToList());
+        Assert.Equal([3L], await conn.QueryAsync<long>(
+            "SELECT c.version FROM cohort_changes c JOIN cohorts k ON k.id = c.cohort_pk WHERE k.workspace_id = @ws", new { ws }));
+        Assert.Equal([staging], await conn.QueryAsync<Guid>("SELECT import_id FROM snapshots WHERE workspace_id = @ws", new { ws }));
+        // The cohort and its members do not depend on the history.
+        Assert.Equal((3L, 3L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
+        Assert.Equal([0, 1, 2], await conn.QueryAsync<int>(
+            "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws ORDER BY 1", new { ws }));
+    }
+
+    [Fact]
+    public async Task ProcessBatch_RedeliveredAfterImportSweep_RefusedAndAppliesNothing()
+    {
+        var ws = await WorkspaceWithUsersAsync(2);
+        var first = Changes(ws, "refused", Add("u0"));
+        await _processor.ProcessBatchAsync([first], CancellationToken.None);
+        await _processor.ProcessBatchAsync([Changes(ws, "refused", Remove("u0"), Add("u1"))], CancellationToken.None);
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await AgeAsync(conn, ws, [first.ImportId], TimeSpan.FromDays(31));
+        Assert.Equal(1, (await Sweeper(TimeSpan.FromDays(7), TimeSpan.FromDays(30)).SweepOnceAsync(CancellationToken.None)).DeletedImports);
+        // Its message carries the time it was accepted, now 31 days ago.
+        var late = first with { OccurredAt = first.OccurredAt.AddDays(-31) };
+
+        var refused = await Assert.ThrowsAsync<ImportExpiredException>(() => _processor.ProcessBatchAsync([late], CancellationToken.None));
+
+        Assert.Equal(first.ImportId, refused.ImportId);
+        Assert.Contains("Cohorts:ImportRetention", refused.Message);
+        Assert.Equal((2L, 1L), await conn.QuerySingleAsync<(long, long)>(
+            "SELECT version, member_count FROM cohorts WHERE workspace_id = @ws", new { ws }));
+        Assert.Equal([1], await conn.QueryAsync<int>(
+            "SELECT m.ordinal FROM memberships m JOIN cohorts k ON k.id = m.cohort_pk WHERE k.workspace_id = @ws", new { ws }));
+        Assert.Equal(0, await conn.ExecuteScalarAsync<int>("SELECT count(*) FROM imports WHERE import_id = @id", new { id = first.ImportId }));
+    }
+
+    [Fact]
+    public async Task Register_ByAgeAndRow_RefusesOnlyOldImportsWithoutARow()
+    {
+        var ws = await WorkspaceWithUsersAsync(1);
+        var retention = TimeSpan.FromDays(30);
+        var old = Changes(ws, "ages", Add("u0")) with { OccurredAt = DateTimeOffset.UtcNow.AddDays(-31) };
+        var young = Changes(ws, "ages", Add("u0")) with { OccurredAt = DateTimeOffset.UtcNow.AddDays(-29) };
+        var known = Changes(ws, "ages", Add("u0"));
+        Assert.True(await ImportRepository.RegisterAsync(_dataSource, known, retention, CancellationToken.None));
+        await using var conn = await _dataSource.OpenConnectionAsync();
+        await conn.ExecuteAsync("UPDATE imports SET accepted_at = now() - interval '31 days' WHERE import_id = @id", new { id = known.ImportId });
+
+        Assert.False(await ImportRepository.RegisterAsync(_dataSource, old, retention, CancellationToken.None));
+        Assert.True(await ImportRepository.RegisterAsync(_dataSource, young, retention, CancellationToken.None));
+        // Its row is still there (not yet swept): the message is a redelivery like any other.
+        Assert.True(await ImportRepository.RegisterAsync(_dataSource, known with { OccurredAt = old.OccurredAt }, retention, CancellationToken.None));
+        Assert.True(await ImportRepository.RegisterAsync(_dataSource, old, TimeSpan.Zero, CancellationToken.None));
+        var other = Changes(ws, "ages", Add("u0")) with { OccurredAt = old.OccurredAt };
+        Assert.Equal([other.ImportId], await ImportRepository.RegisterManyAsync(_dataSource, [other, young, known], retention, CancellationToken.None));
+        Assert.Equal(0, await conn.ExecuteScalarAsync<int>("SELECT count(*) FROM imports WHERE import_id = @id", new { id = other.ImportId }));
+    }
+
+    private ReplayHistorySweeper Sweeper(TimeSpan retention, TimeSpan? importRetention = null) => new(
+        _dataSource,
+        Options.Create(new CohortsOptions { ReplayRetention = retention, ImportRetention = importRetention ?? new CohortsOptions().ImportRetention }),
+        NullLogger<ReplayHistorySweeper>.Instance);
+
+    /// <summary>Moves the acceptance and completion of these imports, and the change-log versions they wrote, back in time.</summary>
     private static async Task AgeAsync(NpgsqlConnection conn, string ws, IEnumerable<Guid> importIds, TimeSpan age)
     {
         var ids = importIds.ToArray();
         var aged = await conn.ExecuteAsync("""
-            UPDATE imports SET completed_at = completed_at - @age WHERE workspace_id = @ws AND import_id = ANY(@ids);
+            UPDATE imports SET completed_at = completed_at - @age, accepted_at = accepted_at - @age
+            WHERE workspace_id = @ws AND import_id = ANY(@ids);
             UPDATE cohort_changes SET occurred_at = occurred_at - @age WHERE import_id = ANY(@ids);
             """, new { ws, ids, age });
         Assert.Equal(ids.Length * 2, aged);
@@ -403,5 +493,61 @@ public sealed class ReplayAfterRetentionTests(SharedCohortService host)
         var (members, version, _) = await host.MembersAsync(ws, "replayed-late");
         Assert.Equal(2, version);
         Assert.Equal([(await host.OrdinalsAsync(ws))["u2"]], members);
+    }
+
+    [Fact]
+    public async Task Import_RedeliveredAfterImportSweep_GoesToTheErrorQueueAtOnceAndAppliesNothing()
+    {
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"u1"}""", """{"external_id":"u2"}""");
+        var first = Changes(ws, "expired-late", Add("u1"));
+        await host.ImportAsync(first);
+        await host.ImportAsync(Changes(ws, "expired-late", Remove("u1"), Add("u2")));
+        await host.WaitForUpdateAsync(ws, "expired-late", 2);
+        await using (var conn = await host.OpenAsync())
+        {
+            Assert.Equal(2, await conn.ExecuteAsync("""
+                UPDATE imports SET accepted_at = accepted_at - interval '31 days', completed_at = completed_at - interval '31 days'
+                WHERE import_id = @id;
+                UPDATE cohort_changes SET occurred_at = occurred_at - interval '31 days' WHERE import_id = @id;
+                """, new { id = first.ImportId }));
+        }
+
+        await using (var dataSource = NpgsqlDataSource.Create(host.ConnectionString))
+        {
+            var swept = await new ReplayHistorySweeper(dataSource, Options.Create(new CohortsOptions()), NullLogger<ReplayHistorySweeper>.Instance)
+                .SweepOnceAsync(CancellationToken.None);
+            Assert.Equal(1, swept.DeletedImports);
+        }
+
+        // Moved back from an error queue 31 days after the gateway accepted it.
+        await host.Bus.Publish(first with { OccurredAt = first.OccurredAt.AddDays(-31) });
+
+        var fault = await Eventually.UntilAsync(() => ErrorQueueHeadersAsync(first.ImportId), h => h is not null,
+            because: "the expired import lands in the error queue");
+        Assert.Contains("Cohorts:ImportRetention", fault!["MT-Fault-Message"]!.GetValue<string>());
+        // Not retried: a retried message carries the retry count (5) in its fault headers.
+        Assert.False(fault.ContainsKey("MT-Fault-RetryCount"), fault.ToJsonString());
+        var (members, version, _) = await host.MembersAsync(ws, "expired-late");
+        Assert.Equal(2, version);
+        Assert.Equal([(await host.OrdinalsAsync(ws))["u2"]], members);
+        Assert.Single(host.UpdatesOf(ws, "expired-late"), u => u.Version == 1);
+    }
+
+    /// <summary>The headers of the message for this import in CohortService's error queue, or null (messages stay queued).</summary>
+    private async Task<JsonObject?> ErrorQueueHeadersAsync(Guid importId)
+    {
+        using var http = host.Infrastructure.ManagementClient();
+        using var response = await http.PostAsJsonAsync(
+            $"api/queues/{Uri.EscapeDataString(host.VirtualHost)}/cohorts-cohort-export-received_error/get",
+            new { count = 100, ackmode = "ack_requeue_true", encoding = "auto" });
+        if (!response.IsSuccessStatusCode)
+        {
+            return null;
+        }
+
+        var messages = JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsArray();
+        return messages.FirstOrDefault(m => m!["payload"]!.GetValue<string>().Contains(importId.ToString(), StringComparison.Ordinal))?
+            ["properties"]?["headers"]?.AsObject();
     }
 }

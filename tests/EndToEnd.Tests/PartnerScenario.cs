@@ -101,12 +101,15 @@ internal sealed class PartnerScenario
     public static object Change(string[]? userIds = null, string[]? deviceIds = null, object[]? aliases = null, bool remove = false) =>
         new { user_ids = userIds ?? [], device_ids = deviceIds ?? [], aliases = aliases ?? [], should_remove = remove };
 
-    public async Task<JsonNode> ImportStatusAsync(string importId)
+    public async Task<JsonNode> ImportStatusAsync(string importId) =>
+        await ReadJsonAsync(await GetImportStatusAsync(importId), HttpStatusCode.OK);
+
+    public async Task<HttpResponseMessage> GetImportStatusAsync(string importId)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, $"partners/{Partner}/imports/{importId}");
         request.Headers.Add("X-Partner-Api-Key", PartnerApiKey);
         request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", ClientSecret);
-        return await ReadJsonAsync(await _platform.Gateway.Client.SendAsync(request), HttpStatusCode.OK);
+        return await _platform.Gateway.Client.SendAsync(request);
     }
 
     public Task<JsonNode> WaitForImportAsync(string importId) =>
@@ -144,6 +147,14 @@ internal sealed class PartnerScenario
     {
         using var segments = _platform.AdminClient(_platform.Segments);
         return await segments.GetStringAsync($"workspaces/{Workspace}/segments/{segmentId}/members");
+    }
+
+    /// <summary>CohortService's change log of a cohort after a version (the internal endpoint SegmentService catches up from).</summary>
+    public async Task<JsonNode> ChangesAfterAsync(string cohortId, long after)
+    {
+        using var cohorts = _platform.AdminClient(_platform.Cohorts);
+        return await ReadJsonAsync(
+            await cohorts.GetAsync($"internal/workspaces/{Workspace}/cohorts/{Partner}/{cohortId}/changes?after={after}"), HttpStatusCode.OK);
     }
 
     public static async Task<JsonNode> ReadJsonAsync(HttpResponseMessage response, HttpStatusCode expected)

@@ -54,7 +54,7 @@ public sealed class ReplayRetentionTests(ShortReplayRetentionPlatform platform) 
         Assert.Equal("completed", status["status"]!.GetValue<string>());
         Assert.Equal((2L, 1L, 1L), (status["received"]!.GetValue<long>(), status["matched"]!.GetValue<long>(), status["added"]!.GetValue<long>()));
         // The sweep clears change-log sets right after stored events.
-        var log = await Eventually.UntilAsync(() => ChangesAfterAsync(s, "aged", 0), l => !l["complete"]!.GetValue<bool>(),
+        var log = await Eventually.UntilAsync(() => s.ChangesAfterAsync("aged", 0), l => !l["complete"]!.GetValue<bool>(),
             TimeSpan.FromSeconds(20), "the sweeper clears the version's user sets");
         Assert.Equal(1, log["current_version"]!.GetValue<long>());
         var version = Assert.Single(log["items"]!.AsArray())!;
@@ -73,12 +73,5 @@ public sealed class ReplayRetentionTests(ShortReplayRetentionPlatform platform) 
         var importId = accepted["import_id"]!.GetValue<string>();
         Assert.Equal("completed", (await s.WaitForImportAsync(importId))["status"]!.GetValue<string>());
         return importId;
-    }
-
-    private async Task<JsonNode> ChangesAfterAsync(PartnerScenario s, string cohortId, long after)
-    {
-        using var cohorts = platform.AdminClient(platform.Cohorts);
-        return await ReadJsonAsync(
-            await cohorts.GetAsync($"internal/workspaces/{s.Workspace}/cohorts/{s.Partner}/{cohortId}/changes?after={after}"), HttpStatusCode.OK);
     }
 }

@@ -1,7 +1,12 @@
 using System.Net;
 using System.Text.Json;
 using CohortBridge.Contracts;
+using CohortBridge.ImportGateway.Data;
 using CohortBridge.Testing;
+using Dapper;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
 using static CohortBridge.ImportGateway.Tests.PartnerHttp;
 
 namespace CohortBridge.ImportGateway.Tests;
@@ -132,6 +137,41 @@ public sealed class ExtensionTests(GatewayFixture fx)
         Assert.Equal(HttpStatusCode.NotFound, otherPartner.Status);
         Assert.Equal(HttpStatusCode.NotFound, unknown.Status);
         Assert.Equal(HttpStatusCode.NotFound, notAGuid.Status);
+    }
+
+    [Fact]
+    public async Task ImportStatus_PastImportRetention_Returns404AndIsPurged()
+    {
+        var expired = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", "status-expired"), idempotencyKey: Guid.NewGuid().ToString());
+        var recent = await PostAsync(fx.Gateway.Client, ChangesPath, Changes("[]", "status-recent"), idempotencyKey: Guid.NewGuid().ToString());
+        Assert.Equal("accepted", (await GetStatusAsync(expired.ImportId, fx.PartnerApiKey, fx.ClientSecret)).Json.GetProperty("status").GetString());
+        await using var dataSource = NpgsqlDataSource.Create(fx.Infrastructure.ConnectionStringFor(fx.GatewayDatabase));
+        await using (var conn = await dataSource.OpenConnectionAsync())
+        {
+            Assert.Equal(2, await conn.ExecuteAsync("""
+                UPDATE accepted_imports SET accepted_at = accepted_at - interval '31 days' WHERE import_id = @id;
+                UPDATE idempotency_records SET created_at = created_at - interval '25 hours' WHERE import_id = @id;
+                """, new { id = expired.ImportId }));
+        }
+
+        // Past the retention the status is gone at once, before the purge deletes the row.
+        var gone = await GetStatusAsync(expired.ImportId, fx.PartnerApiKey, fx.ClientSecret);
+        Assert.Equal((HttpStatusCode.NotFound, "import not found"), (gone.Status, gone.Message));
+
+        var purge = new RetentionPurgeService(new IdempotencyRepository(dataSource), new ImportRegisterRepository(dataSource),
+            Options.Create(new GatewayOptions()), NullLogger<RetentionPurgeService>.Instance);
+        Assert.Equal((1, 1), await purge.PurgeOnceAsync(CancellationToken.None));
+        Assert.Equal((0, 0), await purge.PurgeOnceAsync(CancellationToken.None));
+
+        await using (var conn = await dataSource.OpenConnectionAsync())
+        {
+            Assert.Equal([recent.ImportId], await conn.QueryAsync<Guid>(
+                "SELECT import_id FROM accepted_imports WHERE import_id = ANY(@ids)", new { ids = new[] { expired.ImportId, recent.ImportId } }));
+            Assert.Equal([recent.ImportId], await conn.QueryAsync<Guid>(
+                "SELECT import_id FROM idempotency_records WHERE import_id = ANY(@ids)", new { ids = new[] { expired.ImportId, recent.ImportId } }));
+        }
+
+        Assert.Equal("accepted", (await GetStatusAsync(recent.ImportId, fx.PartnerApiKey, fx.ClientSecret)).Json.GetProperty("status").GetString());
     }
 
     [Fact]

@@ -116,6 +116,8 @@ public sealed class GatewayFixture : IAsyncLifetime
         env["KeyService__BaseUrl"] = Keys?.BaseAddress.ToString() ?? "";
         env["CohortService__BaseUrl"] = $"http://127.0.0.1:{_cohortServicePort}/";
         env["Gateway__PublicBaseUrl"] = "http://gateway.example.test/";
+        // Tests that age rows run the purge themselves and count what it deletes; the replicas' own must not race them.
+        env["Gateway__PurgeInterval"] = "1.00:00:00";
         foreach (var (k, v) in overrides ?? new Dictionary<string, string>())
         {
             env[k] = v;

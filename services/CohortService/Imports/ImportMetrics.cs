@@ -11,7 +11,8 @@ namespace CohortBridge.CohortService.Imports;
 /// <c>.publish</c> (one CohortUpdated publish, confirm included), and <c>cohortbridge.cohorts.import.batch_size</c>
 /// (imports applied in one transaction), <c>cohortbridge.cohorts.import.sequence_wait</c> (an import waiting for its
 /// cohort's previous request) and <c>cohortbridge.cohorts.import.sequence_gaps_skipped</c> (previous requests given up
-/// after <c>Cohorts:SequenceGapTimeout</c>). Static because the matcher and handlers are static/singleton code paths.
+/// after <c>Cohorts:SequenceGapTimeout</c>) and <c>cohortbridge.cohorts.import.expired_refused</c> (imports refused
+/// after <c>Cohorts:ImportRetention</c>). Static because the matcher and handlers are static/singleton code paths.
 /// </summary>
 public static class ImportMetrics
 {
@@ -34,6 +35,10 @@ public static class ImportMetrics
         "cohortbridge.cohorts.import.sequence_gaps_skipped", "{import}",
         "Imports applied without their cohort's previous request, which did not arrive within Cohorts:SequenceGapTimeout");
 
+    private static readonly Counter<long> ExpiredRefusedCount = Meter.CreateCounter<long>(
+        "cohortbridge.cohorts.import.expired_refused", "{import}",
+        "Imports refused to the error queue: accepted before Cohorts:ImportRetention, with no import row left to tell whether they were applied");
+
     private static readonly Histogram<int> BatchSize = Meter.CreateHistogram(
         "cohortbridge.cohorts.import.batch_size", "{import}", "Imports of one cohort applied in one transaction",
         advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128] });
@@ -51,6 +56,8 @@ public static class ImportMetrics
     public static void SequenceWait(TimeSpan elapsed) => SequenceWaitSeconds.Record(elapsed.TotalSeconds);
 
     public static void SequenceGapSkipped() => SequenceGapsSkipped.Add(1);
+
+    public static void ExpiredRefused() => ExpiredRefusedCount.Add(1);
 
     public static void Batch(int imports) => BatchSize.Record(imports);
 

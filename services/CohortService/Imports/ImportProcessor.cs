@@ -35,7 +35,7 @@ public sealed partial class ImportProcessor(
     /// </summary>
     public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct)
     {
-        await ImportRepository.RegisterAsync(dataSource, message, ct);
+        await RegisterAsync(dataSource, message, options.Value, logger, ct);
         if (IsSetBased(message))
         {
             return await lanes.ApplyInTurnAsync(message, PrepareOrNullAsync(message, ct), ApplyChangesAsync, ct);
@@ -43,6 +43,26 @@ public sealed partial class ImportProcessor(
 
         await sequenceGate.WaitForTurnAsync(message, ct);
         return await ApplyRegisteredAsync(message, ct);
+    }
+
+    /// <summary>
+    /// Registers the import (<see cref="ImportRepository.RegisterAsync"/>), or refuses it when it is past
+    /// <see cref="CohortsOptions.ImportRetention"/> without an import row (<see cref="ImportExpiredException"/>).
+    /// </summary>
+    internal static async Task RegisterAsync(
+        NpgsqlDataSource dataSource, CohortExportReceived message, CohortsOptions options, ILogger logger, CancellationToken ct)
+    {
+        if (!await ImportRepository.RegisterAsync(dataSource, message, options.ImportRetention, ct))
+        {
+            throw Refuse(message, options, logger);
+        }
+    }
+
+    private static ImportExpiredException Refuse(CohortExportReceived message, CohortsOptions options, ILogger logger)
+    {
+        ImportMetrics.ExpiredRefused();
+        Log.Expired(logger, message.WorkspaceId, message.CohortId, message.ImportId, message.OccurredAt, options.ImportRetention);
+        return new ImportExpiredException(message, options.ImportRetention);
     }
 
     /// <summary>
@@ -88,7 +108,12 @@ public sealed partial class ImportProcessor(
             throw new ArgumentException("A batch holds change imports of one cohort, each with change sets.", nameof(messages));
         }
 
-        await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
+        var expired = await ImportRepository.RegisterManyAsync(dataSource, messages, options.Value.ImportRetention, ct);
+        if (expired.Length > 0)
+        {
+            throw Refuse(messages.First(m => m.ImportId == expired[0]), options.Value, logger);
+        }
+
         return await ApplyChangesAsync(messages, [.. messages.Select((_, i) => Task.FromResult(prepared?[i]))], ct);
     }
 
@@ -342,5 +367,9 @@ public sealed partial class ImportProcessor(
         [LoggerMessage(EventId = 102, Level = LogLevel.Warning,
             Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} failed: {Error}")]
         public static partial void Failed(ILogger logger, string workspaceId, string cohortId, Guid importId, string error);
+
+        [LoggerMessage(EventId = 104, Level = LogLevel.Warning,
+            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was accepted at {AcceptedAt:O}, more than Cohorts:ImportRetention ({Retention}) ago, and has no import row: whether it was applied cannot be told, so it is not applied and goes to the error queue")]
+        public static partial void Expired(ILogger logger, string workspaceId, string cohortId, Guid importId, DateTimeOffset acceptedAt, TimeSpan retention);
     }
 }

@@ -39,19 +39,29 @@ public sealed class ImportRecord
 
 public static class ImportRepository
 {
-    /// <summary>Makes the import known as processing (committed on its own, so the status endpoint sees it at once).</summary>
-    public static async Task RegisterAsync(NpgsqlDataSource dataSource, CohortExportReceived m, CancellationToken ct)
+    /// <summary>
+    /// Makes the import known as processing (committed on its own, so the status endpoint sees it at once). False when
+    /// the import was accepted longer than <paramref name="retention"/> ago and has no row: the row may have been
+    /// deleted after the retention, so whether it was applied cannot be told (<see cref="ImportExpiredException"/>).
+    /// </summary>
+    public static async Task<bool> RegisterAsync(NpgsqlDataSource dataSource, CohortExportReceived m, TimeSpan retention, CancellationToken ct)
     {
         // The NOT EXISTS check reads without waiting: a snapshot's chunks all register the same import while other
         // chunks hold its row (progress updates), and ON CONFLICT alone would queue each one behind those updates.
+        // The age is compared in the database with the sweeper's clock, so "too old and no row" is exact.
         const string sql = """
-            INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
-            SELECT @ImportId, @WorkspaceId, @Partner, @CohortId, @kind, 'processing', @OccurredAt
-            WHERE NOT EXISTS (SELECT 1 FROM imports WHERE import_id = @ImportId)
-            ON CONFLICT (import_id) DO NOTHING
+            WITH m AS (
+                SELECT coalesce(@OccurredAt < now() - @retention::interval, false) AS too_old,
+                       EXISTS (SELECT 1 FROM imports WHERE import_id = @ImportId) AS known),
+            registered AS (
+                INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
+                SELECT @ImportId, @WorkspaceId, @Partner, @CohortId, @kind, 'processing', @OccurredAt
+                FROM m WHERE NOT m.known AND NOT m.too_old
+                ON CONFLICT (import_id) DO NOTHING)
+            SELECT known OR NOT too_old FROM m
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        await conn.ExecuteAsync(new CommandDefinition(sql, new
+        return await conn.ExecuteScalarAsync<bool>(new CommandDefinition(sql, new
         {
             m.ImportId,
             m.WorkspaceId,
@@ -59,23 +69,32 @@ public static class ImportRepository
             m.CohortId,
             kind = m.Kind.ToString().ToLowerInvariant(),
             OccurredAt = m.OccurredAt.ToUniversalTime(),
+            retention = Retention(retention),
         }, cancellationToken: ct));
     }
 
     /// <summary>
-    /// <see cref="RegisterAsync"/> for several messages in one statement (one round trip, committed on its own).
+    /// <see cref="RegisterAsync"/> for several messages in one statement (one round trip, committed on its own);
+    /// returns the ids it refused.
     /// </summary>
-    public static async Task RegisterManyAsync(NpgsqlDataSource dataSource, IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
+    public static async Task<Guid[]> RegisterManyAsync(
+        NpgsqlDataSource dataSource, IReadOnlyList<CohortExportReceived> messages, TimeSpan retention, CancellationToken ct)
     {
         const string sql = """
-            INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
-            SELECT i.import_id, i.workspace_id, i.partner, i.cohort_id, i.kind, 'processing', i.accepted_at
-            FROM unnest(@ids::uuid[], @workspaces::text[], @partners::text[], @cohorts::text[], @kinds::text[], @accepted::timestamptz[])
-                 AS i(import_id, workspace_id, partner, cohort_id, kind, accepted_at)
-            ON CONFLICT (import_id) DO NOTHING
+            WITH m AS (
+                SELECT i.*, coalesce(i.accepted_at < now() - @retention::interval, false) AS too_old,
+                       EXISTS (SELECT 1 FROM imports x WHERE x.import_id = i.import_id) AS known
+                FROM unnest(@ids::uuid[], @workspaces::text[], @partners::text[], @cohorts::text[], @kinds::text[], @accepted::timestamptz[])
+                     AS i(import_id, workspace_id, partner, cohort_id, kind, accepted_at)),
+            registered AS (
+                INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
+                SELECT import_id, workspace_id, partner, cohort_id, kind, 'processing', accepted_at
+                FROM m WHERE NOT known AND NOT too_old
+                ON CONFLICT (import_id) DO NOTHING)
+            SELECT import_id FROM m WHERE too_old AND NOT known
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        await conn.ExecuteAsync(new CommandDefinition(sql, new
+        return [.. await conn.QueryAsync<Guid>(new CommandDefinition(sql, new
         {
             ids = messages.Select(m => m.ImportId).ToArray(),
             workspaces = messages.Select(m => m.WorkspaceId).ToArray(),
@@ -83,8 +102,12 @@ public static class ImportRepository
             cohorts = messages.Select(m => m.CohortId).ToArray(),
             kinds = messages.Select(m => m.Kind.ToString().ToLowerInvariant()).ToArray(),
             accepted = messages.Select(m => m.OccurredAt.ToUniversalTime()).ToArray(),
-        }, cancellationToken: ct));
+            retention = Retention(retention),
+        }, cancellationToken: ct))];
     }
+
+    /// <summary>The retention as a query parameter: null (no age limit) when it is off.</summary>
+    private static TimeSpan? Retention(TimeSpan retention) => retention > TimeSpan.Zero ? retention : null;
 
     /// <summary>
     /// Locks several import rows in import id order (a fixed order: two transactions cannot deadlock on them) and

@@ -5,18 +5,27 @@ using Npgsql;
 namespace CohortBridge.CohortService.Imports;
 
 /// <summary>
-/// Clears, after <see cref="CohortsOptions.ReplayRetention"/>, the user sets that only a replay needs: those in the
-/// CohortUpdated an import stored to publish again on redelivery, and the added/removed sets of change-log versions.
-/// Without it both grow by ~14 kB per 1,000-identifier request, for ever. The stored event keeps its counts and becomes
-/// <c>MustReread</c> (a few hundred bytes), so a redelivery long after still publishes its version to every subscriber.
-/// Import rows with their statistics and every version's entry stay; a cleared version reads as <c>sets_omitted</c>, so
-/// the changes endpoint reports the log incomplete across it and a replica that far behind re-reads the cohort. Bounded
+/// Keeps the import history bounded, in two steps. After <see cref="CohortsOptions.ReplayRetention"/> it clears the user
+/// sets that only a replay needs: those in the CohortUpdated an import stored to publish again on redelivery, and the
+/// added/removed sets of change-log versions (without it both grow by ~14 kB per 1,000-identifier request, for ever).
+/// The stored event keeps its counts and becomes <c>MustReread</c> (a few hundred bytes), so a redelivery long after
+/// still publishes its version to every subscriber; a cleared version reads as <c>sets_omitted</c>, so the changes
+/// endpoint reports the log incomplete across it and a replica that far behind re-reads the cohort. After
+/// <see cref="CohortsOptions.ImportRetention"/> it deletes what is left: finished import rows (~0.6 kB per request),
+/// change-log entries and finished snapshots' rows; a message for a deleted import is then refused
+/// (<see cref="ImportExpiredException"/>). Cohorts, memberships, versions and imports still processing stay. Bounded
 /// batches that skip rows locked by imports in progress, so several replicas may sweep at once.
 /// </summary>
 public sealed partial class ReplayHistorySweeper(
     NpgsqlDataSource dataSource, IOptions<CohortsOptions> options, ILogger<ReplayHistorySweeper> logger) : BackgroundService
 {
     private const int BatchSize = 5000;
+
+    /// <summary>What one sweep did: stored events and change-log versions trimmed; imports, versions and snapshots deleted.</summary>
+    public readonly record struct Sweep(int TrimmedEvents, int ClearedVersions, int DeletedImports, int DeletedVersions, int DeletedSnapshots)
+    {
+        public bool IsEmpty => this == default;
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -25,10 +34,11 @@ public sealed partial class ReplayHistorySweeper(
         {
             try
             {
-                var (events, sets) = await SweepOnceAsync(stoppingToken);
-                if (events + sets > 0)
+                var sweep = await SweepOnceAsync(stoppingToken);
+                if (!sweep.IsEmpty)
                 {
-                    Log.Swept(logger, events, sets, options.Value.ReplayRetention);
+                    Log.Swept(logger, sweep.TrimmedEvents, sweep.ClearedVersions, options.Value.ReplayRetention,
+                        sweep.DeletedImports, sweep.DeletedVersions, sweep.DeletedSnapshots, options.Value.ImportRetention);
                 }
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
@@ -39,8 +49,15 @@ public sealed partial class ReplayHistorySweeper(
         while (await timer.NextTickAsync(stoppingToken));
     }
 
-    /// <summary>Clears every set past the retention; returns how many stored events and change-log versions it trimmed.</summary>
-    public async Task<(int Events, int ChangeSets)> SweepOnceAsync(CancellationToken ct)
+    /// <summary>Trims and deletes everything past the retentions, in that order.</summary>
+    public async Task<Sweep> SweepOnceAsync(CancellationToken ct)
+    {
+        var (events, sets) = await TrimAsync(ct);
+        var (imports, versions, snapshots) = await DeleteAsync(ct);
+        return new Sweep(events, sets, imports, versions, snapshots);
+    }
+
+    private async Task<(int Events, int ChangeSets)> TrimAsync(CancellationToken ct)
     {
         var retention = options.Value.ReplayRetention;
         if (retention <= TimeSpan.Zero)
@@ -70,7 +87,42 @@ public sealed partial class ReplayHistorySweeper(
         return (await ClearAsync(events, retention, ct), await ClearAsync(sets, retention, ct));
     }
 
-    /// <summary>Runs one clearing statement batch after batch (each its own short transaction) until one comes up short.</summary>
+    private async Task<(int Imports, int Versions, int Snapshots)> DeleteAsync(CancellationToken ct)
+    {
+        var retention = options.Value.ImportRetention;
+        if (retention <= TimeSpan.Zero)
+        {
+            return (0, 0, 0);
+        }
+
+        // By acceptance time, as registration refuses a message without a row: a deleted import can never come back
+        // as a new one. Imports still processing stay, whatever their age.
+        const string imports = """
+            DELETE FROM imports WHERE import_id IN (
+                SELECT import_id FROM imports
+                WHERE status <> 'processing' AND accepted_at < now() - @retention
+                LIMIT @batch FOR UPDATE SKIP LOCKED)
+            """;
+        // Only entries whose sets are cleared (all of them this old: ImportRetention >= ReplayRetention). The changes
+        // endpoint reports the log incomplete from a deleted version on, as it does for a cleared one.
+        const string versions = """
+            DELETE FROM cohort_changes WHERE (cohort_pk, version) IN (
+                SELECT cohort_pk, version FROM cohort_changes
+                WHERE sets_omitted AND occurred_at < now() - @retention
+                LIMIT @batch FOR UPDATE SKIP LOCKED)
+            """;
+        // A finished snapshot's chunk rows are gone already; one row per snapshot request, so no index.
+        const string snapshots = """
+            DELETE FROM snapshots WHERE import_id IN (
+                SELECT s.import_id FROM snapshots s
+                WHERE s.state <> 'staging' AND s.finished_at < now() - @retention
+                    AND NOT EXISTS (SELECT 1 FROM snapshot_chunks c WHERE c.import_id = s.import_id)
+                LIMIT @batch FOR UPDATE SKIP LOCKED)
+            """;
+        return (await ClearAsync(imports, retention, ct), await ClearAsync(versions, retention, ct), await ClearAsync(snapshots, retention, ct));
+    }
+
+    /// <summary>Runs one clearing or deleting statement batch after batch (each its own short transaction) until one comes up short.</summary>
     private async Task<int> ClearAsync(string sql, TimeSpan retention, CancellationToken ct)
     {
         var total = 0;
@@ -88,8 +140,8 @@ public sealed partial class ReplayHistorySweeper(
     private static partial class Log
     {
         [LoggerMessage(EventId = 420, Level = LogLevel.Information,
-            Message = "Cleared the user sets of {Events} stored import events (kept as MustReread) and {ChangeSets} change-log versions older than {Retention}")]
-        public static partial void Swept(ILogger logger, int events, int changeSets, TimeSpan retention);
+            Message = "Cleared the user sets of {Events} stored import events (kept as MustReread) and {ChangeSets} change-log versions older than {Retention}; deleted {Imports} imports, {Versions} change-log entries and {Snapshots} snapshot rows older than {ImportRetention}")]
+        public static partial void Swept(ILogger logger, int events, int changeSets, TimeSpan retention, int imports, int versions, int snapshots, TimeSpan importRetention);
 
         [LoggerMessage(EventId = 421, Level = LogLevel.Warning, Message = "Replay history sweep failed; retrying at the next interval")]
         public static partial void SweepFailed(ILogger logger, Exception ex);

@@ -29,7 +29,7 @@ public sealed partial class SnapshotChunkProcessor(
     /// <summary>Returns the CohortUpdated to publish after commit (null when this chunk did not finish the snapshot).</summary>
     public async Task<CohortUpdated?> ProcessAsync(CohortExportReceived message, CancellationToken ct)
     {
-        await ImportRepository.RegisterAsync(dataSource, message, ct);
+        await ImportProcessor.RegisterAsync(dataSource, message, options.Value, logger, ct);
         await SnapshotRepository.EnsureAsync(dataSource, message, ct);
         if (message.Snapshot is not { } chunk || chunk.Sequence < 0 || (chunk.IsLast && chunk.ChunkCount is not > 0))
         {

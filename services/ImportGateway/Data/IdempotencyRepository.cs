@@ -141,14 +141,14 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
         await conn.ExecuteAsync(new CommandDefinition(sql, new { workspaceId, partner, key, importId }, cancellationToken: ct));
     }
 
-    /// <summary>Deletes records older than the retention (bounded batch).</summary>
-    public async Task<int> PurgeAsync(TimeSpan retention, CancellationToken ct)
+    /// <summary>Deletes records older than the retention (one bounded batch); returns how many.</summary>
+    public async Task<int> PurgeAsync(TimeSpan retention, int batch, CancellationToken ct)
     {
         const string sql = """
             DELETE FROM idempotency_records
-            WHERE ctid IN (SELECT ctid FROM idempotency_records WHERE created_at < now() - @retention LIMIT 10000)
+            WHERE ctid IN (SELECT ctid FROM idempotency_records WHERE created_at < now() - @retention LIMIT @batch)
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        return await conn.ExecuteAsync(new CommandDefinition(sql, new { retention }, cancellationToken: ct));
+        return await conn.ExecuteAsync(new CommandDefinition(sql, new { retention, batch }, cancellationToken: ct));
     }
 }

@@ -7,6 +7,7 @@ using CohortBridge.ImportGateway.Imports;
 using CohortBridge.ImportGateway.Status;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
 using Npgsql;
 
 namespace CohortBridge.ImportGateway.Endpoints;
@@ -74,7 +75,8 @@ public static partial class PartnerEndpoints
         HttpContext http,
         [FromServices] PartnerRequestHandler handler,
         [FromServices] ImportRegisterRepository register,
-        [FromServices] CohortServiceClient cohorts)
+        [FromServices] CohortServiceClient cohorts,
+        [FromServices] IOptions<GatewayOptions> options)
     {
         var (caller, failure) = await handler.AuthenticateFromHeadersAsync(http, partner);
         if (caller is null)
@@ -90,7 +92,7 @@ public static partial class PartnerEndpoints
 
         try
         {
-            var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, ct);
+            var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, options.Value.ImportRetention, ct);
             var known = await cohorts.GetImportAsync(caller.WorkspaceId, id, ct);
             if (known is not null && (accepted is not null || known.Partner == caller.Partner))
             {
