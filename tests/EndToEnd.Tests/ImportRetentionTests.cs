@@ -6,7 +6,10 @@ using static CohortBridge.EndToEnd.Tests.PartnerScenario;
 
 namespace CohortBridge.EndToEnd.Tests;
 
-/// <summary>The platform keeping finished imports for three seconds (Cohorts:ImportRetention, Gateway:ImportRetention).</summary>
+/// <summary>
+/// The platform keeping finished imports for ten seconds (Cohorts:ImportRetention, Gateway:ImportRetention): long enough
+/// for a loaded machine to apply an import and show it completed first.
+/// </summary>
 public sealed class ShortImportRetentionPlatform : PlatformProcesses, IAsyncLifetime
 {
     public Task InitializeAsync()
@@ -14,12 +17,12 @@ public sealed class ShortImportRetentionPlatform : PlatformProcesses, IAsyncLife
         Overrides["CohortService"] = new()
         {
             ["Cohorts__ReplayRetention"] = "00:00:01",
-            ["Cohorts__ImportRetention"] = "00:00:03",
+            ["Cohorts__ImportRetention"] = "00:00:10",
             ["Cohorts__ReplaySweepInterval"] = "00:00:00.500",
         };
         Overrides["ImportGateway"] = new()
         {
-            ["Gateway__ImportRetention"] = "00:00:03",
+            ["Gateway__ImportRetention"] = "00:00:10",
             ["Gateway__PurgeInterval"] = "00:00:00.500",
         };
         return StartAllAsync();

@@ -46,6 +46,53 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task IdempotencyKey_RetrySerializedDifferently_ReturnsFirstImportIdAndPublishesOnce()
+    {
+        var key = Guid.NewGuid().ToString();
+        var body = Changes("""[{"user_ids": ["reserialized", "b"], "should_remove": false}]""", "idem-json");
+        // The same request as another client library writes it: other key order and whitespace, escaped characters.
+        var retryBody = JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["cohort_changes"] = new[] { new Dictionary<string, object> { ["should_remove"] = false, ["user_ids"] = new[] { "reserialized", "b" } } },
+            ["cohort_id"] = "idem-json",
+            ["client_secret"] = fx.ClientSecret,
+            ["partner_api_key"] = fx.PartnerApiKey,
+        }, new JsonSerializerOptions { WriteIndented = true }).Replace("\"b\"", "\"\\u0062\"", StringComparison.Ordinal);
+        Assert.NotEqual(body, retryBody);
+
+        var first = await PostAsync(fx.Gateway.Client, ChangesPath, body, idempotencyKey: key);
+        var retry = await PostAsync(fx.Gateway.Client, ChangesPath, retryBody, idempotencyKey: key);
+        var changed = await PostAsync(fx.Gateway.Client, ChangesPath, retryBody.Replace("reserialized", "other", StringComparison.Ordinal), idempotencyKey: key);
+
+        Assert.Equal((HttpStatusCode.Accepted, HttpStatusCode.Accepted), (first.Status, retry.Status));
+        Assert.Equal(first.ImportId, retry.ImportId);
+        await AssertPublishedOnceAsync(first.ImportId);
+        Assert.Equal(HttpStatusCode.Conflict, changed.Status);
+    }
+
+    [Fact]
+    public async Task IdempotencyKey_RetryAfterUnconfirmedPublish_PublishesAgainWithTheFirstAttemptsTime()
+    {
+        var key = Guid.NewGuid().ToString();
+        var body = Changes("""[{"user_ids": ["republished"]}]""", "idem-time");
+        var first = await PostAsync(fx.Gateway.Client, ChangesPath, body, idempotencyKey: key);
+        // As if the broker had not confirmed the first publish (the partner got a 503): a retry takes the key over.
+        await using (var conn = new NpgsqlConnection(fx.Infrastructure.ConnectionStringFor(fx.GatewayDatabase)))
+        {
+            Assert.Equal(1, await conn.ExecuteAsync("UPDATE idempotency_records SET state = 'failed' WHERE import_id = @id", new { id = first.ImportId }));
+        }
+
+        await Task.Delay(50);
+        var retry = await PostAsync(fx.Gateway.Client, ChangesPath, body, idempotencyKey: key);
+
+        Assert.Equal((HttpStatusCode.Accepted, first.ImportId), (retry.Status, retry.ImportId));
+        var copies = await Eventually.UntilAsync(() => fx.WaitForPublishedAsync(first.ImportId), c => c.Count == 2,
+            because: "the retry publishes the import again");
+        // CohortService refuses a copy without an import row by this time (Cohorts:ImportRetention): copies must agree.
+        Assert.Single(copies.Select(c => c.Message.OccurredAt).Distinct());
+    }
+
+    [Fact]
     public async Task IdempotencyKey_ConcurrentDuplicates_OneImportPublishedOnce()
     {
         var key = Guid.NewGuid().ToString();

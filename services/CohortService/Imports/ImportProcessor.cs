@@ -46,13 +46,14 @@ public sealed partial class ImportProcessor(
     }
 
     /// <summary>
-    /// Registers the import (<see cref="ImportRepository.RegisterAsync"/>), or refuses it when it is past
-    /// <see cref="CohortsOptions.ImportRetention"/> without an import row (<see cref="ImportExpiredException"/>).
+    /// Registers the import (<see cref="ImportRepository.RegisterAsync"/>), or refuses it when it was accepted before
+    /// imports were deleted (<see cref="CohortsOptions.ImportRetention"/>) and has no import row
+    /// (<see cref="ImportExpiredException"/>).
     /// </summary>
     internal static async Task RegisterAsync(
         NpgsqlDataSource dataSource, CohortExportReceived message, CohortsOptions options, ILogger logger, CancellationToken ct)
     {
-        if (!await ImportRepository.RegisterAsync(dataSource, message, options.ImportRetention, ct))
+        if (!await ImportRepository.RegisterAsync(dataSource, message, ct))
         {
             throw Refuse(message, options, logger);
         }
@@ -108,7 +109,7 @@ public sealed partial class ImportProcessor(
             throw new ArgumentException("A batch holds change imports of one cohort, each with change sets.", nameof(messages));
         }
 
-        var expired = await ImportRepository.RegisterManyAsync(dataSource, messages, options.Value.ImportRetention, ct);
+        var expired = await ImportRepository.RegisterManyAsync(dataSource, messages, ct);
         if (expired.Length > 0)
         {
             throw Refuse(messages.First(m => m.ImportId == expired[0]), options.Value, logger);
@@ -369,7 +370,7 @@ public sealed partial class ImportProcessor(
         public static partial void Failed(ILogger logger, string workspaceId, string cohortId, Guid importId, string error);
 
         [LoggerMessage(EventId = 104, Level = LogLevel.Warning,
-            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was accepted at {AcceptedAt:O}, more than Cohorts:ImportRetention ({Retention}) ago, and has no import row: whether it was applied cannot be told, so it is not applied and goes to the error queue")]
+            Message = "Import {ImportId} for cohort {CohortId} of {WorkspaceId} was accepted at {AcceptedAt:O}, before the imports deleted after Cohorts:ImportRetention (now {Retention}), and has no import row: whether it was applied cannot be told, so it is not applied and goes to the error queue")]
         public static partial void Expired(ILogger logger, string workspaceId, string cohortId, Guid importId, DateTimeOffset acceptedAt, TimeSpan retention);
     }
 }

@@ -41,17 +41,18 @@ public static class ImportRepository
 {
     /// <summary>
     /// Makes the import known as processing (committed on its own, so the status endpoint sees it at once). False when
-    /// the import was accepted longer than <paramref name="retention"/> ago and has no row: the row may have been
-    /// deleted after the retention, so whether it was applied cannot be told (<see cref="ImportExpiredException"/>).
+    /// the import has no row and was accepted before the deletion horizon (<c>import_deletion_horizon</c>): its row
+    /// may have been deleted after <see cref="CohortsOptions.ImportRetention"/>, so whether it was applied cannot be
+    /// told (<see cref="ImportExpiredException"/>). Every copy of an import carries the same time (the gateway's first
+    /// claim), the one stored as <c>accepted_at</c>.
     /// </summary>
-    public static async Task<bool> RegisterAsync(NpgsqlDataSource dataSource, CohortExportReceived m, TimeSpan retention, CancellationToken ct)
+    public static async Task<bool> RegisterAsync(NpgsqlDataSource dataSource, CohortExportReceived m, CancellationToken ct)
     {
         // The NOT EXISTS check reads without waiting: a snapshot's chunks all register the same import while other
         // chunks hold its row (progress updates), and ON CONFLICT alone would queue each one behind those updates.
-        // The age is compared in the database with the sweeper's clock, so "too old and no row" is exact.
         const string sql = """
             WITH m AS (
-                SELECT coalesce(@OccurredAt < now() - @retention::interval, false) AS too_old,
+                SELECT @OccurredAt < (SELECT deleted_before FROM import_deletion_horizon) AS too_old,
                        EXISTS (SELECT 1 FROM imports WHERE import_id = @ImportId) AS known),
             registered AS (
                 INSERT INTO imports (import_id, workspace_id, partner, cohort_id, kind, status, accepted_at)
@@ -69,7 +70,6 @@ public static class ImportRepository
             m.CohortId,
             kind = m.Kind.ToString().ToLowerInvariant(),
             OccurredAt = m.OccurredAt.ToUniversalTime(),
-            retention = Retention(retention),
         }, cancellationToken: ct));
     }
 
@@ -77,12 +77,11 @@ public static class ImportRepository
     /// <see cref="RegisterAsync"/> for several messages in one statement (one round trip, committed on its own);
     /// returns the ids it refused.
     /// </summary>
-    public static async Task<Guid[]> RegisterManyAsync(
-        NpgsqlDataSource dataSource, IReadOnlyList<CohortExportReceived> messages, TimeSpan retention, CancellationToken ct)
+    public static async Task<Guid[]> RegisterManyAsync(NpgsqlDataSource dataSource, IReadOnlyList<CohortExportReceived> messages, CancellationToken ct)
     {
         const string sql = """
             WITH m AS (
-                SELECT i.*, coalesce(i.accepted_at < now() - @retention::interval, false) AS too_old,
+                SELECT i.*, i.accepted_at < (SELECT deleted_before FROM import_deletion_horizon) AS too_old,
                        EXISTS (SELECT 1 FROM imports x WHERE x.import_id = i.import_id) AS known
                 FROM unnest(@ids::uuid[], @workspaces::text[], @partners::text[], @cohorts::text[], @kinds::text[], @accepted::timestamptz[])
                      AS i(import_id, workspace_id, partner, cohort_id, kind, accepted_at)),
@@ -102,12 +101,8 @@ public static class ImportRepository
             cohorts = messages.Select(m => m.CohortId).ToArray(),
             kinds = messages.Select(m => m.Kind.ToString().ToLowerInvariant()).ToArray(),
             accepted = messages.Select(m => m.OccurredAt.ToUniversalTime()).ToArray(),
-            retention = Retention(retention),
         }, cancellationToken: ct))];
     }
-
-    /// <summary>The retention as a query parameter: null (no age limit) when it is off.</summary>
-    private static TimeSpan? Retention(TimeSpan retention) => retention > TimeSpan.Zero ? retention : null;
 
     /// <summary>
     /// Locks several import rows in import id order (a fixed order: two transactions cannot deadlock on them) and

@@ -84,7 +84,7 @@ public sealed partial class ReplayHistorySweeper(
                 WHERE NOT sets_omitted AND occurred_at < now() - @retention
                 LIMIT @batch FOR UPDATE SKIP LOCKED)
             """;
-        return (await ClearAsync(events, retention, ct), await ClearAsync(sets, retention, ct));
+        return (await ClearAsync(events, new { retention, batch = BatchSize }, ct), await ClearAsync(sets, new { retention, batch = BatchSize }, ct));
     }
 
     private async Task<(int Imports, int Versions, int Snapshots)> DeleteAsync(CancellationToken ct)
@@ -95,12 +95,17 @@ public sealed partial class ReplayHistorySweeper(
             return (0, 0, 0);
         }
 
-        // By acceptance time, as registration refuses a message without a row: a deleted import can never come back
-        // as a new one. Imports still processing stay, whatever their age.
+        // The horizon is committed before any row under it is deleted: from then on registration refuses a message
+        // accepted before it that has no row, so a deleted import never comes back as a new one. Imports still
+        // processing stay, whatever their age.
+        const string horizon = """
+            UPDATE import_deletion_horizon SET deleted_before = greatest(deleted_before, now() - @retention)
+            RETURNING deleted_before
+            """;
         const string imports = """
             DELETE FROM imports WHERE import_id IN (
                 SELECT import_id FROM imports
-                WHERE status <> 'processing' AND accepted_at < now() - @retention
+                WHERE status <> 'processing' AND accepted_at < @before
                 LIMIT @batch FOR UPDATE SKIP LOCKED)
             """;
         // Only entries whose sets are cleared (all of them this old: ImportRetention >= ReplayRetention). The changes
@@ -111,26 +116,37 @@ public sealed partial class ReplayHistorySweeper(
                 WHERE sets_omitted AND occurred_at < now() - @retention
                 LIMIT @batch FOR UPDATE SKIP LOCKED)
             """;
-        // A finished snapshot's chunk rows are gone already; one row per snapshot request, so no index.
+        // After its import row (which a chunk registers before it touches the snapshot row, so a chunk redelivered in
+        // between is refused rather than staging the snapshot again); its chunk rows are gone already. One row per
+        // snapshot request, so no index.
         const string snapshots = """
             DELETE FROM snapshots WHERE import_id IN (
                 SELECT s.import_id FROM snapshots s
                 WHERE s.state <> 'staging' AND s.finished_at < now() - @retention
+                    AND NOT EXISTS (SELECT 1 FROM imports i WHERE i.import_id = s.import_id)
                     AND NOT EXISTS (SELECT 1 FROM snapshot_chunks c WHERE c.import_id = s.import_id)
                 LIMIT @batch FOR UPDATE SKIP LOCKED)
             """;
-        return (await ClearAsync(imports, retention, ct), await ClearAsync(versions, retention, ct), await ClearAsync(snapshots, retention, ct));
+        DateTime before;
+        await using (var conn = await dataSource.OpenConnectionAsync(ct))
+        {
+            before = await conn.ExecuteScalarAsync<DateTime>(new CommandDefinition(horizon, new { retention }, cancellationToken: ct));
+        }
+
+        return (await ClearAsync(imports, new { before, batch = BatchSize }, ct),
+            await ClearAsync(versions, new { retention, batch = BatchSize }, ct),
+            await ClearAsync(snapshots, new { retention, batch = BatchSize }, ct));
     }
 
     /// <summary>Runs one clearing or deleting statement batch after batch (each its own short transaction) until one comes up short.</summary>
-    private async Task<int> ClearAsync(string sql, TimeSpan retention, CancellationToken ct)
+    private async Task<int> ClearAsync(string sql, object parameters, CancellationToken ct)
     {
         var total = 0;
         int cleared;
         do
         {
             await using var conn = await dataSource.OpenConnectionAsync(ct);
-            cleared = await conn.ExecuteAsync(new CommandDefinition(sql, new { retention, batch = BatchSize }, cancellationToken: ct));
+            cleared = await conn.ExecuteAsync(new CommandDefinition(sql, parameters, cancellationToken: ct));
             total += cleared;
         }
         while (cleared == BatchSize);

@@ -23,7 +23,12 @@ public enum ClaimOutcome
     InProgress,
 }
 
-public sealed record IdempotencyClaim(ClaimOutcome Outcome, Guid ImportId, int? ResponseStatus = null, string? ResponseBody = null);
+/// <summary>
+/// <see cref="FirstClaimedAt"/>: when the key was first claimed (set when <see cref="ClaimOutcome.Claimed"/>); every
+/// publish of the import carries it as its time, whichever attempt publishes.
+/// </summary>
+public sealed record IdempotencyClaim(
+    ClaimOutcome Outcome, Guid ImportId, int? ResponseStatus = null, string? ResponseBody = null, DateTimeOffset? FirstClaimedAt = null);
 
 /// <summary>Idempotency records (insert-first: concurrent duplicates race on the primary key, exactly one wins).</summary>
 public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
@@ -51,7 +56,7 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
             INSERT INTO idempotency_records (workspace_id, partner, idempotency_key, body_hash, import_id, state, lease_until)
             VALUES (@workspaceId, @partner, @key, @bodyHash, @newImportId, 'pending', now() + @lease)
             ON CONFLICT (workspace_id, partner, idempotency_key) DO NOTHING
-            RETURNING import_id
+            RETURNING import_id, created_at
             """;
         const string select = """
             SELECT body_hash, import_id, state, lease_until, response_status, response_body
@@ -67,15 +72,15 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
             WHERE workspace_id = @workspaceId AND partner = @partner AND idempotency_key = @key
               AND body_hash = @bodyHash
               AND (state = 'failed' OR (state = 'pending' AND lease_until < now()))
-            RETURNING import_id
+            RETURNING import_id, created_at
             """;
 
         var args = new { workspaceId, partner, key, bodyHash, newImportId, lease, takeOverImportId };
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        var inserted = await conn.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition(insert, args, cancellationToken: ct));
-        if (inserted is { } id)
+        var inserted = await conn.QuerySingleOrDefaultAsync<ClaimedRow>(new CommandDefinition(insert, args, cancellationToken: ct));
+        if (inserted is not null)
         {
-            return new IdempotencyClaim(ClaimOutcome.Claimed, id);
+            return inserted.Claim();
         }
 
         var record = await conn.QuerySingleOrDefaultAsync<IdempotencyRecord>(new CommandDefinition(select, args, cancellationToken: ct));
@@ -95,10 +100,14 @@ public sealed class IdempotencyRepository(NpgsqlDataSource dataSource)
             return new IdempotencyClaim(ClaimOutcome.Completed, record.ImportId, record.ResponseStatus, record.ResponseBody);
         }
 
-        var taken = await conn.QuerySingleOrDefaultAsync<Guid?>(new CommandDefinition(takeOver, args, cancellationToken: ct));
-        return taken is { } takenId
-            ? new IdempotencyClaim(ClaimOutcome.Claimed, takenId)
-            : new IdempotencyClaim(ClaimOutcome.InProgress, record.ImportId);
+        var taken = await conn.QuerySingleOrDefaultAsync<ClaimedRow>(new CommandDefinition(takeOver, args, cancellationToken: ct));
+        return taken?.Claim() ?? new IdempotencyClaim(ClaimOutcome.InProgress, record.ImportId);
+    }
+
+    private sealed record ClaimedRow(Guid ImportId, DateTime CreatedAt)
+    {
+        public IdempotencyClaim Claim() =>
+            new(ClaimOutcome.Claimed, ImportId, FirstClaimedAt: new DateTimeOffset(DateTime.SpecifyKind(CreatedAt, DateTimeKind.Utc)));
     }
 
     public async Task CompleteAsync(

@@ -94,6 +94,14 @@ public static partial class PartnerEndpoints
         {
             var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, options.Value.ImportRetention, ct);
             var known = await cohorts.GetImportAsync(caller.WorkspaceId, id, ct);
+            // Past the retention an import is gone for the partner, also while CohortService still keeps its row
+            // (until its next sweep, or for good when it never finished).
+            var retention = options.Value.ImportRetention;
+            if (known?.AcceptedAt is { } knownAcceptedAt && retention > TimeSpan.Zero && knownAcceptedAt < DateTimeOffset.UtcNow - retention)
+            {
+                known = null;
+            }
+
             if (known is not null && (accepted is not null || known.Partner == caller.Partner))
             {
                 return TypedResults.Ok(new ImportStatusResponse

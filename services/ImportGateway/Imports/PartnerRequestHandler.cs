@@ -77,8 +77,8 @@ public sealed partial class PartnerRequestHandler(
                 return TypedResults.BadRequest(new PartnerMessage(request.Errors[0], request.Errors.Count > 1 ? request.Errors : null));
             }
 
-            // Only an Idempotency-Key needs the body's digest.
-            var bodyHash = http.Request.Headers.ContainsKey(IdempotencyKeyHeader) ? SHA256.HashData(buffer.AsSpan(0, length)) : [];
+            // Only an Idempotency-Key needs the request's digest.
+            var bodyHash = http.Request.Headers.ContainsKey(IdempotencyKeyHeader) ? RequestDigest(kind, request) : [];
             var cohortId = request.CohortId!;
             return await AcceptAsync(http, caller, cohortId, kind, bodyHash, importId => new CohortExportReceived
             {
@@ -98,6 +98,18 @@ public sealed partial class PartnerRequestHandler(
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
+
+    /// <summary>
+    /// What an Idempotency-Key compares: the request as parsed (what it asks to apply), not its bytes. A client that
+    /// serializes its retry again (other whitespace, key order or escapes; a rotated client secret) sends the same
+    /// request, and got a 409 when the bytes were compared. The record's key already holds the workspace and partner.
+    /// </summary>
+    private static byte[] RequestDigest(CohortExportKind kind, PartnerRequest request) =>
+        SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(
+            new AppliedRequest(kind, request.CohortId, request.Name, request.CreatedAt?.UtcDateTime, request.Changes)));
+
+    private sealed record AppliedRequest(
+        CohortExportKind Kind, string? CohortId, string? Name, DateTime? CreatedAt, IReadOnlyList<CohortChange> Changes);
 
     private PartnerRequest? Parse(ReadOnlySpan<byte> body, CohortExportKind kind) =>
         kind == CohortExportKind.Name
@@ -168,6 +180,7 @@ public sealed partial class PartnerRequestHandler(
         }
 
         Guid importId;
+        DateTimeOffset? firstClaimedAt = null;
         if (useKey)
         {
             IdempotencyClaim claim;
@@ -194,13 +207,18 @@ public sealed partial class PartnerRequestHandler(
             }
 
             importId = claim.ImportId;
+            firstClaimedAt = claim.FirstClaimedAt;
         }
         else
         {
             importId = NewId.NextGuid();
         }
 
-        var message = createMessage(importId);
+        // A retry of a keyed request whose first publish was not confirmed (503) publishes the same import again: it
+        // carries the first claim's time, so every copy of an import has the same time. CohortService refuses a copy
+        // without an import row by that time (Cohorts:ImportRetention); a later time on a later copy would let it
+        // apply again after the row was deleted.
+        var message = firstClaimedAt is { } first ? createMessage(importId) with { OccurredAt = first } : createMessage(importId);
         try
         {
             await publisher.PublishAsync(message, ct);
