@@ -8,6 +8,7 @@ PG_PORT="${COHORTBRIDGE_PG_PORT:-54329}"
 AMQP_PORT="${COHORTBRIDGE_AMQP_PORT:-56729}"
 MGMT_PORT="${COHORTBRIDGE_MGMT_PORT:-56731}"
 ADMIN_TOKEN="${PLATFORM_ADMIN_TOKEN:-dev-admin-token}"
+SERVICE_TOKEN="${PLATFORM_SERVICE_TOKEN:-dev-service-token}"
 # name:port:database-key
 SERVICES=(KeyService:5081:Keys ImportGateway:5080:Gateway CohortService:5082:Cohorts SegmentService:5083:Segments)
 

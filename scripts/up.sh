@@ -17,7 +17,7 @@ service_env() {
   local db="$1" dbname
   dbname="cohortbridge_$(echo "$db" | tr 'A-Z' 'a-z')"
   export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
-  export PLATFORM_ADMIN_TOKEN="$ADMIN_TOKEN"
+  export PLATFORM_ADMIN_TOKEN="$ADMIN_TOKEN" PLATFORM_SERVICE_TOKEN="$SERVICE_TOKEN"
   export "ConnectionStrings__$db=Host=127.0.0.1;Port=$PG_PORT;Username=postgres;Database=$dbname"
   export RabbitMq__Host=127.0.0.1 RabbitMq__Port="$AMQP_PORT"
   export KeyService__BaseUrl=http://127.0.0.1:5081/ CohortService__BaseUrl=http://127.0.0.1:5082/
@@ -88,6 +88,7 @@ CohortBridge is running.
   PostgreSQL      127.0.0.1:$PG_PORT (user postgres)
   Logs            $LOG_DIR/
   Admin token     $ADMIN_TOKEN
+  Service token   $SERVICE_TOKEN  (internal endpoints; campaign services' audience reads)
 $(cat "$HOME_DIR/demo.txt" 2>/dev/null || true)
 
 Stop with: make down

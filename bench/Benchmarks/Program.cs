@@ -220,7 +220,7 @@ double[] RunChecks(TimeSpan duration)
         var own = times[worker] = new List<double>(1 << 16);
         try
         {
-            using var connection = LeanHttpConnection.Open(new Uri(settings.Segments), settings.AdminToken);
+            using var connection = LeanHttpConnection.Open(new Uri(settings.Segments), settings.ServiceToken);
             while (DateTime.UtcNow < end)
             {
                 var path = checkPath + random.Next(n).ToString(CultureInfo.InvariantCulture);

@@ -10,6 +10,9 @@ internal sealed record Settings
     public string Segments { get; init; } = Str("BENCH_SEGMENTS_URL", "http://127.0.0.1:5083/");
     public string AdminToken { get; init; } = Str("PLATFORM_ADMIN_TOKEN", "dev-admin-token");
 
+    /// <summary>What campaign services present for membership checks.</summary>
+    public string ServiceToken { get; init; } = Str("PLATFORM_SERVICE_TOKEN", "dev-service-token");
+
     /// <summary>The same PostgreSQL server the platform uses, for the physical baseline and the SQL comparison.</summary>
     public string Postgres { get; init; } = Str("BENCH_POSTGRES", "Host=127.0.0.1;Port=54329;Username=postgres;Database=postgres");
 

@@ -11,7 +11,7 @@ builder.AddServiceDefaults("CohortService", 5082, CohortServiceHosting.MeterName
 builder.AddCohortService();
 
 var app = builder.Build();
-app.EnsureAdminTokenConfigured();
+app.EnsurePlatformTokensConfigured(adminApis: true);
 app.MapDefaultEndpoints();
 app.MapCohortServiceEndpoints();
 app.Run();

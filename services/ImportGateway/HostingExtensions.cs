@@ -50,7 +50,7 @@ public static class ImportGatewayHosting
             {
                 c.BaseAddress = new Uri(cohortServiceUrl.EndsWith('/') ? cohortServiceUrl : cohortServiceUrl + "/");
             })
-            .AddAdminTokenHeader()
+            .AddServiceTokenHeader()
             .AddStandardResilienceHandler(o =>
             {
                 o.AttemptTimeout.Timeout = TimeSpan.FromSeconds(2);

@@ -11,7 +11,7 @@ builder.AddServiceDefaults("ImportGateway", 5080, ImportGatewayHosting.MeterName
 builder.AddImportGateway();
 
 var app = builder.Build();
-app.EnsureAdminTokenConfigured();
+app.EnsurePlatformTokensConfigured(adminApis: false);
 app.MapDefaultEndpoints();
 app.MapImportGatewayEndpoints();
 app.Run();

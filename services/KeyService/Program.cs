@@ -11,7 +11,7 @@ builder.AddServiceDefaults("KeyService", 5081, KeyServiceHosting.MeterName);
 builder.AddKeyService();
 
 var app = builder.Build();
-app.EnsureAdminTokenConfigured();
+app.EnsurePlatformTokensConfigured(adminApis: true);
 app.MapDefaultEndpoints();
 app.MapKeyServiceEndpoints();
 app.Run();

@@ -44,7 +44,7 @@ public static class SegmentServiceHosting
                 // Whole-cohort reads of millions of members take a while; the resilience handler bounds each try.
                 http.Timeout = Timeout.InfiniteTimeSpan;
             })
-            .AddAdminTokenHeader()
+            .AddServiceTokenHeader()
             .AddStandardResilienceHandler(o =>
             {
                 o.Retry.Delay = TimeSpan.FromMilliseconds(500);

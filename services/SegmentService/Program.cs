@@ -11,7 +11,7 @@ builder.AddServiceDefaults("SegmentService", 5083, SegmentServiceHosting.MeterNa
 builder.AddSegmentService();
 
 var app = builder.Build();
-app.EnsureAdminTokenConfigured();
+app.EnsurePlatformTokensConfigured(adminApis: true);
 app.MapDefaultEndpoints();
 app.MapSegmentServiceEndpoints();
 app.Run();

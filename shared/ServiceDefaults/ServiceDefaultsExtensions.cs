@@ -55,7 +55,7 @@ public static class ServiceDefaultsExtensions
             // Graceful shutdown: let MassTransit finish in-flight messages before the process exits.
             o.ShutdownTimeout = TimeSpan.FromSeconds(builder.Configuration.GetValue("ShutdownTimeoutSeconds", 30));
         });
-        builder.Services.AddAdminToken(builder.Configuration, builder.Environment);
+        builder.Services.AddPlatformTokens(builder.Configuration, builder.Environment);
         return builder;
     }
 

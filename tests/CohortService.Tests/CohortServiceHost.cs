@@ -16,6 +16,7 @@ namespace CohortBridge.CohortService.Tests;
 public class CohortServiceHost : IAsyncDisposable
 {
     public const string AdminToken = "test-admin-token";
+    public const string ServiceToken = "test-service-token";
 
     public Infrastructure Infrastructure { get; private set; } = null!;
     public string Database { get; private set; } = "";
@@ -64,6 +65,7 @@ public class CohortServiceHost : IAsyncDisposable
         var env = new Dictionary<string, string>
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
+            ["PLATFORM_SERVICE_TOKEN"] = ServiceToken,
             ["ConnectionStrings__Cohorts"] = ConnectionString,
         }.WithBroker(Infrastructure, VirtualHost);
         foreach (var (k, v) in Overrides)

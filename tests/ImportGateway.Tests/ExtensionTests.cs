@@ -222,6 +222,22 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task Gateway_OutsideDevelopmentWithTheServiceTokenOnly_AcceptsImports()
+    {
+        // The internet-facing gateway has no admin API, so it is not given the admin token.
+        await using var gateway = await fx.StartGatewayAsync(new Dictionary<string, string>
+        {
+            ["ASPNETCORE_ENVIRONMENT"] = "Production",
+            ["PLATFORM_ADMIN_TOKEN"] = "",
+        });
+
+        var reply = await PostAsync(gateway.Client, ChangesPath, Changes("""[{"user_ids": ["no-admin"]}]""", "service-token-only"));
+
+        Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+        await fx.WaitForPublishedAsync(reply.ImportId);
+    }
+
+    [Fact]
     public async Task ImportStatus_BadCredentials_Returns401()
     {
         var noSecret = await GetStatusAsync(Guid.NewGuid(), fx.PartnerApiKey, null);

@@ -106,6 +106,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     public Dictionary<string, string> BusEnvironment() => new Dictionary<string, string>
     {
         ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
+        ["PLATFORM_SERVICE_TOKEN"] = PlatformProcesses.ServiceToken,
     }.WithBroker(Infrastructure, VirtualHost);
 
     /// <summary>The environment of a gateway replica of this fixture, with overrides.</summary>

@@ -47,6 +47,7 @@ public sealed class SnapshotPlatform : IAsyncLifetime
             var env = new Dictionary<string, string>
             {
                 ["PLATFORM_ADMIN_TOKEN"] = GatewayFixture.AdminToken,
+                ["PLATFORM_SERVICE_TOKEN"] = PlatformProcesses.ServiceToken,
                 ["KeyService__BaseUrl"] = $"http://127.0.0.1:{keysPort}/",
                 ["CohortService__BaseUrl"] = $"http://127.0.0.1:{cohortsPort}/",
                 ["Gateway__PublicBaseUrl"] = "http://gateway.example.test/",

@@ -72,8 +72,8 @@ public sealed class GatewayReplica : IAsyncDisposable
             builder.Services.AddSingleton(time);
         }
 
-        // As AddServiceDefaults registers it in the gateway: KeyService's internal endpoints require the shared token.
-        builder.Services.AddSingleton(new AdminToken(KeyServiceFixture.AdminToken));
+        // As AddServiceDefaults registers it in the gateway: KeyService's internal endpoints require the service token.
+        builder.Services.AddSingleton(new ServiceToken(KeyServiceFixture.ServiceToken));
         builder.AddPartnerAuthentication();
         builder.AddPlatformBus("gateway", x => x.AddPartnerAuthenticationConsumers());
 

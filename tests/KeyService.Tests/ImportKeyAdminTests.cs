@@ -134,7 +134,7 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
         { "GET", "admin/workspaces/ws-1/partners/p-1/import-keys?limit=abc&cursor=%%%" },
         { "POST", "admin/workspaces/Bad_WS/partners/p-1/import-keys" },
         { "DELETE", "admin/workspaces/ws-1/partners/p-1/import-keys/00000000-0000-0000-0000-000000000001" },
-        // The gateway's internal calls carry the shared token too: without it they would answer which keys are valid.
+        // The gateway's internal calls carry the service token: without it they would answer which keys are valid.
         { "POST", "internal/import-keys/validate" },
         { "POST", "internal/import-keys/usage" },
     };
@@ -143,7 +143,11 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
     [MemberData(nameof(AdminEndpoints))]
     public async Task AdminEndpoint_WithoutOrWithWrongToken_Returns401(string method, string path)
     {
-        foreach (var token in new[] { null, "wrong-token", KeyServiceFixture.AdminToken + "x", "" })
+        // The service token opens the internal endpoints only, never an admin API.
+        string?[] tokens = path.StartsWith("admin/", StringComparison.Ordinal)
+            ? [null, "wrong-token", KeyServiceFixture.AdminToken + "x", "", KeyServiceFixture.ServiceToken]
+            : [null, "wrong-token", KeyServiceFixture.AdminToken + "x", "", KeyServiceFixture.ServiceToken + "x"];
+        foreach (var token in tokens)
         {
             using var request = new HttpRequestMessage(new HttpMethod(method), path)
             {
@@ -157,6 +161,23 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
             using var response = await keys.Keys.Client.SendAsync(request);
             Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
             Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        }
+    }
+
+    [Fact]
+    public async Task InternalEndpoint_WithServiceOrAdminToken_IsServed()
+    {
+        foreach (var token in new[] { KeyServiceFixture.ServiceToken, KeyServiceFixture.AdminToken })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "internal/import-keys/usage")
+            {
+                Content = new StringContent("{}", Encoding.UTF8, "application/json"),
+                Headers = { Authorization = new AuthenticationHeaderValue("Bearer", token) },
+            };
+
+            using var response = await keys.Keys.Client.SendAsync(request);
+            // Past the token check: the body's own validation answers.
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         }
     }
 
@@ -306,20 +327,25 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
     }
 
-    [Fact]
-    public async Task Startup_OutsideDevelopmentWithoutAdminToken_Refuses()
+    [Theory]
+    [InlineData("PLATFORM_ADMIN_TOKEN")]
+    [InlineData("PLATFORM_SERVICE_TOKEN")]
+    public async Task Startup_OutsideDevelopmentWithoutAToken_Refuses(string missing)
     {
-        var process = await ServiceProcess.StartAsync("KeyService", new Dictionary<string, string>
+        var env = new Dictionary<string, string>
         {
             ["ASPNETCORE_ENVIRONMENT"] = "Production",
-            ["PLATFORM_ADMIN_TOKEN"] = "",
+            ["PLATFORM_ADMIN_TOKEN"] = KeyServiceFixture.AdminToken,
+            ["PLATFORM_SERVICE_TOKEN"] = KeyServiceFixture.ServiceToken,
             ["ConnectionStrings__Keys"] = keys.ConnectionString,
             ["Database__MigrateOnStartup"] = "false",
-        }, waitUntilReady: false);
+        };
+        env[missing] = "";
+        var process = await ServiceProcess.StartAsync("KeyService", env, waitUntilReady: false);
         await using (process)
         {
             await Eventually.UntilAsync(() => Task.FromResult(process.HasExited), TimeSpan.FromSeconds(30), "KeyService exits");
-            Assert.Contains("PLATFORM_ADMIN_TOKEN is not set", process.Output, StringComparison.Ordinal);
+            Assert.Contains($"{missing} is not set", process.Output, StringComparison.Ordinal);
         }
     }
 

@@ -16,6 +16,7 @@ namespace CohortBridge.KeyService.Tests;
 public class KeyServiceFixture : IAsyncLifetime
 {
     public const string AdminToken = "test-admin-token";
+    public const string ServiceToken = "test-service-token";
     public const string PublicGatewayUrl = "http://gateway.example.test:5080";
 
     public Infrastructure Infrastructure { get; private set; } = null!;
@@ -42,6 +43,7 @@ public class KeyServiceFixture : IAsyncLifetime
         Keys = await ServiceProcess.StartAsync("KeyService", new Dictionary<string, string>
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
+            ["PLATFORM_SERVICE_TOKEN"] = ServiceToken,
             ["ConnectionStrings__Keys"] = ConnectionString,
             ["Gateway__PublicBaseUrl"] = PublicGatewayUrl + "/",
             ["KeyUsage__FlushIntervalSeconds"] = "0.5",

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using CohortBridge.Contracts;
@@ -255,6 +256,21 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
             using var response = await anonymous.GetAsync(path);
             Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         }
+    }
+
+    [Fact]
+    public async Task ServiceToken_OpensAudienceReadsButNoAdminApi()
+    {
+        var ws = await SeedAsync();
+        using var campaign = new HttpClient { BaseAddress = Segments.BaseAddress };
+        campaign.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", SegmentServiceHarness.ServiceToken);
+
+        using var cohorts = await campaign.GetAsync($"workspaces/{ws}/cohorts");
+        using var evaluate = await campaign.PostAsJsonAsync($"workspaces/{ws}/audiences:evaluate", new { filter = IssueFilter });
+        using var admin = await campaign.GetAsync($"admin/workspaces/{ws}/segments");
+
+        Assert.Equal((HttpStatusCode.OK, HttpStatusCode.OK), (cohorts.StatusCode, evaluate.StatusCode));
+        Assert.Equal(HttpStatusCode.Unauthorized, admin.StatusCode);
     }
 
     [Fact]

@@ -9,6 +9,9 @@ public class PlatformProcesses : IAsyncDisposable
 {
     public const string AdminToken = "test-admin-token";
 
+    /// <summary>The service token (PLATFORM_SERVICE_TOKEN): internal endpoints and audience reads.</summary>
+    public const string ServiceToken = "test-service-token";
+
     public Infrastructure Infrastructure { get; private set; } = null!;
     public string VirtualHost { get; private set; } = "";
     public IReadOnlyDictionary<string, string> Databases { get; private set; } = new Dictionary<string, string>();
@@ -64,6 +67,7 @@ public class PlatformProcesses : IAsyncDisposable
         var env = new Dictionary<string, string>
         {
             ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
+            ["PLATFORM_SERVICE_TOKEN"] = ServiceToken,
             ["KeyService__BaseUrl"] = $"http://127.0.0.1:{KeysPort}/",
             ["CohortService__BaseUrl"] = $"http://127.0.0.1:{CohortsPort}/",
             ["Gateway__PublicBaseUrl"] = $"http://127.0.0.1:{GatewayPort}/",
@@ -114,10 +118,15 @@ public class PlatformProcesses : IAsyncDisposable
     }
 
     /// <summary>An HttpClient with the admin bearer token for the given service.</summary>
-    public HttpClient AdminClient(ServiceProcess service)
+    public HttpClient AdminClient(ServiceProcess service) => BearerClient(service, AdminToken);
+
+    /// <summary>An HttpClient with the service token (what the services and campaign services present).</summary>
+    public HttpClient ServiceClient(ServiceProcess service) => BearerClient(service, ServiceToken);
+
+    private static HttpClient BearerClient(ServiceProcess service, string token)
     {
         var client = new HttpClient { BaseAddress = service.BaseAddress };
-        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", AdminToken);
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
         return client;
     }
 

@@ -20,8 +20,8 @@ public static class InternalEndpoints
 
     public static IEndpointRouteBuilder MapInternalEndpoints(this IEndpointRouteBuilder app)
     {
-        // Directories and members are personal data: the calling services present the shared admin token.
-        var group = app.MapGroup("/internal").RequireAdminToken();
+        // Directories and members are personal data: the calling services present the service token.
+        var group = app.MapGroup("/internal").RequireServiceToken();
         group.MapGet("/workspaces/{workspace_id}/imports/{import_id}", ImportStatus);
         group.MapGet("/cohorts", AllCohorts);
         group.MapGet("/workspaces", Workspaces);

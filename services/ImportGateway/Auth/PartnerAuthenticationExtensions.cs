@@ -39,7 +39,7 @@ public static class PartnerAuthenticationExtensions
                 // The resilience pipeline below owns the time limits.
                 http.Timeout = Timeout.InfiniteTimeSpan;
             })
-            .AddAdminTokenHeader()
+            .AddServiceTokenHeader()
             .AddResilienceHandler("key-service", (pipeline, context) =>
             {
                 var o = context.ServiceProvider.GetRequiredService<IOptions<KeyCacheOptions>>().Value;

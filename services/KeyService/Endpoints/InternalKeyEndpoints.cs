@@ -4,15 +4,15 @@ using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace CohortBridge.KeyService.Endpoints;
 
-/// <summary>Service-to-service API for the gateway (the shared admin token; never exposed outside the cluster).</summary>
+/// <summary>Service-to-service API for the gateway (the service token; never exposed outside the cluster).</summary>
 public static class InternalKeyEndpoints
 {
     public const int MaxUsageItems = 10_000;
 
     public static IEndpointRouteBuilder MapInternalKeyEndpoints(this IEndpointRouteBuilder app)
     {
-        // Only the gateway calls these, with the shared admin token: without it they would tell anyone which keys are valid.
-        var group = app.MapGroup("/internal/import-keys").RequireAdminToken();
+        // Only the gateway calls these, with the service token: without it they would tell anyone which keys are valid.
+        var group = app.MapGroup("/internal/import-keys").RequireServiceToken();
         group.MapPost("/validate", ValidateAsync);
         group.MapPost("/usage", ReportUsage);
         return app;

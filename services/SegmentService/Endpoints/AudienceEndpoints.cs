@@ -23,9 +23,9 @@ public sealed record CohortOption(string Partner, string CohortId, string Name, 
 public sealed record CohortOptionList(IReadOnlyList<CohortOption> Items, string? NextCursor);
 
 /// <summary>
-/// Audience questions for campaign services under <c>/workspaces/{workspace_id}</c>. They require the admin token:
-/// API.md leaves their authentication open, and membership answers and member streams are personal data, so the
-/// safe default is the same bearer token as the admin API (campaign services are trusted internal callers).
+/// Audience questions for campaign services under <c>/workspaces/{workspace_id}</c>. They require the service token
+/// (or the admin token): API.md leaves their authentication open, and membership answers and member streams are
+/// personal data, so campaign services present a bearer token, but one that opens no admin API.
 /// </summary>
 public static class AudienceEndpoints
 {
@@ -33,7 +33,7 @@ public static class AudienceEndpoints
 
     public static IEndpointRouteBuilder MapAudienceEndpoints(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/workspaces/{workspaceId}").RequireAdminToken();
+        var group = app.MapGroup("/workspaces/{workspaceId}").RequireServiceToken();
         group.MapGet("/segments/{segmentId}/size", SizeAsync);
         group.MapGet("/segments/{segmentId}/members/check", CheckAsync);
         group.MapGet("/segments/{segmentId}/members", StreamMembersAsync);

@@ -119,8 +119,8 @@ public sealed class FakeCohortService : IAsyncDisposable
                 return;
             }
 
-            // As the real internal endpoints: SegmentService must present the shared admin token.
-            if (context.Request.Headers.Authorization.ToString() != $"Bearer {SegmentServiceHarness.AdminToken}")
+            // As the real internal endpoints: SegmentService must present the service token.
+            if (context.Request.Headers.Authorization.ToString() != $"Bearer {SegmentServiceHarness.ServiceToken}")
             {
                 context.Response.StatusCode = StatusCodes.Status401Unauthorized;
                 return;

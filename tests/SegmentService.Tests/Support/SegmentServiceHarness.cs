@@ -13,6 +13,7 @@ namespace CohortBridge.SegmentService.Tests.Support;
 public sealed class SegmentServiceHarness : IAsyncLifetime
 {
     public const string AdminToken = "segments-test-token";
+    public const string ServiceToken = "segments-service-token";
 
     private readonly List<ServiceProcess> _processes = [];
 
@@ -43,6 +44,7 @@ public sealed class SegmentServiceHarness : IAsyncLifetime
     public Dictionary<string, string> Environment(string instanceId, string? database = null) => new Dictionary<string, string>
     {
         ["PLATFORM_ADMIN_TOKEN"] = AdminToken,
+        ["PLATFORM_SERVICE_TOKEN"] = ServiceToken,
         ["ConnectionStrings__Segments"] = Infrastructure.ConnectionStringFor(database ?? Database),
         ["CohortService__BaseUrl"] = Cohorts.BaseUrl,
         ["Segments__InstanceId"] = instanceId,
