@@ -47,6 +47,15 @@ public static class ServiceDefaultsExtensions
         builder.ConfigureOpenTelemetry(serviceName, meterNames);
 
         builder.Services.AddHealthChecks();
+        // Readiness is logged when it changes (HealthTransitionLogger), not by the framework on every failing probe.
+        builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks.DefaultHealthCheckService", LogLevel.None);
+        builder.Services.AddSingleton<IHealthCheckPublisher, HealthTransitionLogger>();
+        builder.Services.Configure<HealthCheckPublisherOptions>(o =>
+        {
+            o.Delay = TimeSpan.FromSeconds(1);
+            o.Period = TimeSpan.FromSeconds(10);
+            o.Predicate = r => r.Tags.Contains(ReadyTag);
+        });
         builder.Services.AddProblemDetails();
         builder.Services.AddExceptionHandler<ClientErrorExceptionHandler>();
         builder.Services.ConfigureHttpJsonOptions(o => PlatformJson.Configure(o.SerializerOptions));
