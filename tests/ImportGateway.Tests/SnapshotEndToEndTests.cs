@@ -60,13 +60,29 @@ public sealed class SnapshotPlatform : IAsyncLifetime
             return env;
         }
 
-        var started = await Task.WhenAll(
+        Task<ServiceProcess>[] starts =
+        [
             ServiceProcess.StartAsync("KeyService", Env(("ConnectionStrings__Keys", Infrastructure.ConnectionStringFor(_databases[0]))), keysPort),
             ServiceProcess.StartAsync("CohortService", Env(("ConnectionStrings__Cohorts", CohortsConnectionString)), cohortsPort),
             ServiceProcess.StartAsync("ImportGateway", Env(
                 ("ConnectionStrings__Gateway", Infrastructure.ConnectionStringFor(_databases[1])),
-                ("Gateway__SnapshotChunkSize", "100"))));
-        (Keys, Cohorts, Gateway) = (started[0], started[1], started[2]);
+                ("Gateway__SnapshotChunkSize", "100"))),
+        ];
+        try
+        {
+            var started = await Task.WhenAll(starts);
+            (Keys, Cohorts, Gateway) = (started[0], started[1], started[2]);
+        }
+        catch
+        {
+            // Stop the processes that did start: nothing else would (the fixture's DisposeAsync does not know them).
+            foreach (var start in starts.Where(s => s.IsCompletedSuccessfully))
+            {
+                await start.Result.DisposeAsync();
+            }
+
+            throw;
+        }
 
         using var admin = AdminClient(Keys);
         using (var r = await admin.PostAsJsonAsync("admin/partners", new { partner = Partner, display_name = Partner }))

@@ -41,12 +41,43 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A port for a service process to listen on, free when chosen and never handed out twice in this test run. It is
+    /// taken below the kernel's ephemeral range (32768+ here): a port the OS picks for <c>bind(0)</c> is free only
+    /// until the service binds it, and meanwhile any outgoing connection of any process (database, broker, HTTP) may
+    /// take it, which made a fixture's start fail now and then with its other processes left running.
+    /// </summary>
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        lock (HandedOut)
+        {
+            for (var attempt = 0; attempt < 1000; attempt++)
+            {
+                var port = Random.Shared.Next(PortRangeStart, PortRangeEnd);
+                if (!HandedOut.Add(port))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    using var listener = new TcpListener(IPAddress.Loopback, port);
+                    listener.Start();
+                    return port;
+                }
+                catch (SocketException)
+                {
+                    // In use by something else: try another.
+                }
+            }
+        }
+
+        throw new InvalidOperationException($"No free port between {PortRangeStart} and {PortRangeEnd}.");
     }
+
+    private const int PortRangeStart = 20_000;
+    private const int PortRangeEnd = 32_000;
+    private static readonly HashSet<int> HandedOut = [];
 
     public static string DllPath(string service)
     {
