@@ -10,9 +10,9 @@ namespace CohortBridge.EndToEnd.Tests;
 /// The platform keeping finished imports for ten seconds (Cohorts:ImportRetention, Gateway:ImportRetention): long enough
 /// for a loaded machine to apply an import and show it completed first.
 /// </summary>
-public sealed class ShortImportRetentionPlatform : PlatformProcesses, IAsyncLifetime
+public sealed class ShortImportRetentionPlatform : PlatformFixture
 {
-    public Task InitializeAsync()
+    public ShortImportRetentionPlatform()
     {
         Overrides["CohortService"] = new()
         {
@@ -25,10 +25,7 @@ public sealed class ShortImportRetentionPlatform : PlatformProcesses, IAsyncLife
             ["Gateway__ImportRetention"] = "00:00:10",
             ["Gateway__PurgeInterval"] = "00:00:00.500",
         };
-        return StartAllAsync();
     }
-
-    Task IAsyncLifetime.DisposeAsync() => DisposeAsync().AsTask();
 }
 
 /// <summary>

@@ -7,19 +7,16 @@ using static CohortBridge.EndToEnd.Tests.PartnerScenario;
 namespace CohortBridge.EndToEnd.Tests;
 
 /// <summary>The platform with CohortService keeping replay history for one second only (Cohorts:ReplayRetention).</summary>
-public sealed class ShortReplayRetentionPlatform : PlatformProcesses, IAsyncLifetime
+public sealed class ShortReplayRetentionPlatform : PlatformFixture
 {
-    public Task InitializeAsync()
+    public ShortReplayRetentionPlatform()
     {
         Overrides["CohortService"] = new()
         {
             ["Cohorts__ReplayRetention"] = "00:00:01",
             ["Cohorts__ReplaySweepInterval"] = "00:00:00.500",
         };
-        return StartAllAsync();
     }
-
-    Task IAsyncLifetime.DisposeAsync() => DisposeAsync().AsTask();
 }
 
 /// <summary>

@@ -1,3 +1,4 @@
+using CohortBridge.ServiceDefaults;
 using Dapper;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -84,7 +85,7 @@ public sealed partial class ReplayHistorySweeper(
                 WHERE NOT sets_omitted AND occurred_at < now() - @retention
                 LIMIT @batch FOR UPDATE SKIP LOCKED)
             """;
-        return (await ClearAsync(events, new { retention, batch = BatchSize }, ct), await ClearAsync(sets, new { retention, batch = BatchSize }, ct));
+        return (await ClearAsync(events, new { retention }, ct), await ClearAsync(sets, new { retention }, ct));
     }
 
     private async Task<(int Imports, int Versions, int Snapshots)> DeleteAsync(CancellationToken ct)
@@ -133,25 +134,20 @@ public sealed partial class ReplayHistorySweeper(
             before = await conn.ExecuteScalarAsync<DateTime>(new CommandDefinition(horizon, new { retention }, cancellationToken: ct));
         }
 
-        return (await ClearAsync(imports, new { before, batch = BatchSize }, ct),
-            await ClearAsync(versions, new { retention, batch = BatchSize }, ct),
-            await ClearAsync(snapshots, new { retention, batch = BatchSize }, ct));
+        return (await ClearAsync(imports, new { before }, ct),
+            await ClearAsync(versions, new { retention }, ct),
+            await ClearAsync(snapshots, new { retention }, ct));
     }
 
-    /// <summary>Runs one clearing or deleting statement batch after batch (each its own short transaction) until one comes up short.</summary>
-    private async Task<int> ClearAsync(string sql, object parameters, CancellationToken ct)
-    {
-        var total = 0;
-        int cleared;
-        do
+    /// <summary>Runs one clearing or deleting statement batch after batch, with <c>@batch</c> added to its parameters.</summary>
+    private Task<int> ClearAsync(string sql, object parameters, CancellationToken ct) =>
+        Batches.DrainAsync(BatchSize, async batch =>
         {
+            var args = new DynamicParameters(parameters);
+            args.Add("batch", batch);
             await using var conn = await dataSource.OpenConnectionAsync(ct);
-            cleared = await conn.ExecuteAsync(new CommandDefinition(sql, parameters, cancellationToken: ct));
-            total += cleared;
-        }
-        while (cleared == BatchSize);
-        return total;
-    }
+            return await conn.ExecuteAsync(new CommandDefinition(sql, args, cancellationToken: ct));
+        });
 
     private static partial class Log
     {

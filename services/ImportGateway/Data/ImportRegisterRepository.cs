@@ -26,21 +26,17 @@ public sealed class ImportRegisterRepository(NpgsqlDataSource dataSource)
             sql, new { importId, workspaceId, partner, cohortId, kind, acceptedAt }, cancellationToken: ct));
     }
 
-    /// <summary>
-    /// The import if this workspace and partner made it within <paramref name="retention"/> (zero or less: any time);
-    /// null otherwise (another tenant's import looks absent, and so does an expired one before the purge deletes it).
-    /// </summary>
-    public async Task<AcceptedImport?> FindAsync(Guid importId, string workspaceId, string partner, TimeSpan retention, CancellationToken ct)
+    /// <summary>The import if this workspace and partner made it; null otherwise (another tenant's import looks absent).</summary>
+    public async Task<AcceptedImport?> FindAsync(Guid importId, string workspaceId, string partner, CancellationToken ct)
     {
         const string sql = """
             SELECT import_id, workspace_id, partner, cohort_id, kind, accepted_at
             FROM accepted_imports
             WHERE import_id = @importId AND workspace_id = @workspaceId AND partner = @partner
-                AND (@retention::interval IS NULL OR accepted_at >= now() - @retention::interval)
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
-        return await conn.QuerySingleOrDefaultAsync<AcceptedImport>(new CommandDefinition(
-            sql, new { importId, workspaceId, partner, retention = retention > TimeSpan.Zero ? retention : (TimeSpan?)null }, cancellationToken: ct));
+        return await conn.QuerySingleOrDefaultAsync<AcceptedImport>(
+            new CommandDefinition(sql, new { importId, workspaceId, partner }, cancellationToken: ct));
     }
 
     /// <summary>Deletes accepted imports older than the retention (one bounded batch); returns how many.</summary>

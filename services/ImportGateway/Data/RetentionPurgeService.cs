@@ -1,3 +1,4 @@
+using CohortBridge.ServiceDefaults;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -38,24 +39,11 @@ public sealed partial class RetentionPurgeService(
     /// <summary>Deletes everything past the retentions; returns the idempotency records and accepted imports deleted.</summary>
     public async Task<(int IdempotencyRecords, int AcceptedImports)> PurgeOnceAsync(CancellationToken ct)
     {
-        var records = await DrainAsync(b => idempotency.PurgeAsync(options.Value.IdempotencyRetention, b, ct));
+        var records = await Batches.DrainAsync(BatchSize, b => idempotency.PurgeAsync(options.Value.IdempotencyRetention, b, ct));
         var imports = options.Value.ImportRetention > TimeSpan.Zero
-            ? await DrainAsync(b => register.PurgeAsync(options.Value.ImportRetention, b, ct))
+            ? await Batches.DrainAsync(BatchSize, b => register.PurgeAsync(options.Value.ImportRetention, b, ct))
             : 0;
         return (records, imports);
-    }
-
-    private static async Task<int> DrainAsync(Func<int, Task<int>> purgeBatch)
-    {
-        var total = 0;
-        int deleted;
-        do
-        {
-            deleted = await purgeBatch(BatchSize);
-            total += deleted;
-        }
-        while (deleted == BatchSize);
-        return total;
     }
 
     [LoggerMessage(EventId = 30, Level = LogLevel.Information, Message = "Purged {Records} expired idempotency records and {Imports} expired accepted imports")]

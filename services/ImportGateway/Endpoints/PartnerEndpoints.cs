@@ -92,12 +92,18 @@ public static partial class PartnerEndpoints
 
         try
         {
-            var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, options.Value.ImportRetention, ct);
-            var known = await cohorts.GetImportAsync(caller.WorkspaceId, id, ct);
-            // Past the retention an import is gone for the partner, also while CohortService still keeps its row
-            // (until its next sweep, or for good when it never finished).
+            // Past the retention an import is gone for the partner, also before the purge deletes the register row
+            // and while CohortService still keeps its own (until its next sweep, or for good when it never finished).
             var retention = options.Value.ImportRetention;
-            if (known?.AcceptedAt is { } knownAcceptedAt && retention > TimeSpan.Zero && knownAcceptedAt < DateTimeOffset.UtcNow - retention)
+            bool Expired(DateTimeOffset acceptedAt) => retention > TimeSpan.Zero && acceptedAt < DateTimeOffset.UtcNow - retention;
+            var accepted = await register.FindAsync(id, caller.WorkspaceId, caller.Partner, ct);
+            if (accepted is not null && Expired(AsUtc(accepted.AcceptedAt)))
+            {
+                accepted = null;
+            }
+
+            var known = await cohorts.GetImportAsync(caller.WorkspaceId, id, ct);
+            if (known?.AcceptedAt is { } knownAcceptedAt && Expired(knownAcceptedAt))
             {
                 known = null;
             }
