@@ -15,15 +15,14 @@ public static class Database
     /// <summary>
     /// Registers the service's one <see cref="NpgsqlDataSource"/> (connection string <c>ConnectionStrings:{name}</c>),
     /// its readiness check, and applies the embedded migrations at start-up unless <c>Database:MigrateOnStartup</c>
-    /// is false (Kubernetes runs them as a Job with <c>dotnet Service.dll migrate</c>).
+    /// is false (Kubernetes runs <c>dotnet Service.dll migrate</c> in each pod's init container).
     /// </summary>
     public static IHostApplicationBuilder AddPlatformDatabase(
         this IHostApplicationBuilder builder, string name, Assembly migrationsAssembly)
     {
         DefaultTypeMap.MatchNamesWithUnderscores = true;
-        var connectionString = GetConnectionString(builder.Configuration, name);
-        builder.Services.AddNpgsqlDataSource(WithCommandTimeout(
-            connectionString, builder.Configuration.GetValue("Database:CommandTimeoutSeconds", 300)));
+        var connectionString = ConnectionStringWithTimeout(builder.Configuration, name);
+        builder.Services.AddNpgsqlDataSource(connectionString);
         builder.Services.AddHealthChecks().Add(new HealthCheckRegistration(
             "postgres",
             sp => new PostgresHealthCheck(sp.GetRequiredService<NpgsqlDataSource>()),
@@ -55,6 +54,13 @@ public static class Database
 
         return builder.ConnectionString;
     }
+
+    /// <summary>
+    /// The connection string with <c>Database:CommandTimeoutSeconds</c> (default 300) applied: for the service's
+    /// statements and for its migrations alike (an index build on a large table outlasts Npgsql's 30 s default).
+    /// </summary>
+    public static string ConnectionStringWithTimeout(IConfiguration configuration, string name) =>
+        WithCommandTimeout(GetConnectionString(configuration, name), configuration.GetValue("Database:CommandTimeoutSeconds", 300));
 
     public static string GetConnectionString(IConfiguration configuration, string name) =>
         configuration.GetConnectionString(name)
@@ -115,7 +121,7 @@ public static class Database
         }
 
         using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole());
-        Migrate(GetConnectionString(configuration, name), assembly, loggerFactory.CreateLogger("Migrations"));
+        Migrate(ConnectionStringWithTimeout(configuration, name), assembly, loggerFactory.CreateLogger("Migrations"));
         return true;
     }
 

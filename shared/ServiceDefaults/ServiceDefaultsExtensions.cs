@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -28,10 +29,21 @@ public static class ServiceDefaultsExtensions
     public static IHostApplicationBuilder AddServiceDefaults(
         this IHostApplicationBuilder builder, string serviceName, int defaultPort, params string[] meterNames)
     {
-        if (builder is WebApplicationBuilder web && string.IsNullOrEmpty(builder.Configuration["urls"]))
+        if (builder is WebApplicationBuilder web)
         {
             // ASPNETCORE_URLS / --urls win; otherwise listen on the service's well-known port.
-            web.WebHost.UseUrls($"http://0.0.0.0:{defaultPort}");
+            var urls = builder.Configuration["urls"];
+            if (string.IsNullOrEmpty(urls))
+            {
+                urls = $"http://0.0.0.0:{defaultPort}";
+            }
+
+            if (ManagementPort(builder.Configuration) is { } management)
+            {
+                urls += $";http://0.0.0.0:{management}";
+            }
+
+            web.WebHost.UseUrls(urls);
         }
 
         builder.Logging.Configure(o => o.ActivityTrackingOptions =
@@ -115,6 +127,24 @@ public static class ServiceDefaultsExtensions
         }
     }
 
+    /// <summary>
+    /// <c>Management:Port</c>: when set, the service also listens there, and <c>/health/*</c> and <c>/metrics</c> answer
+    /// on that port only. The internet-facing gateway needs it: its metrics name the database host, user and the
+    /// internal services' addresses.
+    /// </summary>
+    public static int? ManagementPort(IConfiguration configuration)
+    {
+        var value = configuration["Management:Port"];
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return null;
+        }
+
+        return int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535
+            ? port
+            : throw new InvalidOperationException($"Management:Port must be a TCP port number (1-65535), not '{value}'.");
+    }
+
     /// <summary>/health/live, /health/ready, /metrics and the X-Request-Id middleware.</summary>
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
@@ -122,6 +152,22 @@ public static class ServiceDefaultsExtensions
         // Client errors that surface as exceptions answer 4xx (ClientErrorExceptionHandler); the rest a 500 problem.
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        if (ManagementPort(app.Configuration) is { } management)
+        {
+            // Split by the port the connection came in on, never by the Host header, which the client chooses.
+            app.Use((context, next) =>
+            {
+                var operations = context.Request.Path.StartsWithSegments("/health") || context.Request.Path.StartsWithSegments("/metrics");
+                if (operations == (context.Connection.LocalPort == management))
+                {
+                    return next(context);
+                }
+
+                // The same 404 as any unknown path: the public port does not tell that these exist.
+                context.Response.StatusCode = StatusCodes.Status404NotFound;
+                return Task.CompletedTask;
+            });
+        }
 
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions

@@ -238,6 +238,38 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task ManagementPort_Set_HealthAndMetricsOnlyThere()
+    {
+        // The gateway faces the internet; its metrics name the database host and user and the internal services.
+        var management = ServiceProcess.FreePort();
+        var managementAddress = new Uri($"http://127.0.0.1:{management}/");
+        await using var gateway = await fx.StartGatewayAsync(
+            new Dictionary<string, string> { ["Management__Port"] = management.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            waitUntilReady: false);
+        await gateway.WaitUntilReadyAsync(TimeSpan.FromSeconds(120), managementAddress);
+        using var operations = new HttpClient { BaseAddress = managementAddress };
+
+        var metrics = await operations.GetAsync("metrics");
+        Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        Assert.Contains("service_name=\"ImportGateway\"", await metrics.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await operations.GetAsync("health/live")).StatusCode);
+        foreach (var path in new[] { "metrics", "health/live", "health/ready" })
+        {
+            Assert.Equal(HttpStatusCode.NotFound, (await gateway.Client.GetAsync(path)).StatusCode);
+            // The split follows the port the connection came in on, not the Host header the client chose.
+            using var spoofed = new HttpRequestMessage(HttpMethod.Get, path);
+            spoofed.Headers.Host = $"127.0.0.1:{management}";
+            Assert.Equal(HttpStatusCode.NotFound, (await gateway.Client.SendAsync(spoofed)).StatusCode);
+        }
+
+        // Partners keep the public port; the management port serves nothing else.
+        var reply = await PostAsync(gateway.Client, ChangesPath, Changes("""[{"user_ids": ["mgmt"]}]""", "management-port"));
+        Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+        var onManagement = await PostAsync(operations, ChangesPath, Changes("""[{"user_ids": ["mgmt"]}]""", "management-port"));
+        Assert.Equal(HttpStatusCode.NotFound, onManagement.Status);
+    }
+
+    [Fact]
     public async Task ImportStatus_BadCredentials_Returns401()
     {
         var noSecret = await GetStatusAsync(Guid.NewGuid(), fx.PartnerApiKey, null);

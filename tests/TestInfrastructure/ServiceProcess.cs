@@ -141,10 +141,11 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
-    public async Task WaitUntilReadyAsync(TimeSpan timeout)
+    /// <summary>Waits for /health/ready at <paramref name="healthAddress"/> (default: the service's own address).</summary>
+    public async Task WaitUntilReadyAsync(TimeSpan timeout, Uri? healthAddress = null)
     {
         var deadline = DateTime.UtcNow + timeout;
-        using var probe = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
+        using var probe = new HttpClient { BaseAddress = healthAddress ?? BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
         while (DateTime.UtcNow < deadline)
         {
             if (_process.HasExited)
