@@ -16,7 +16,7 @@ public sealed class RabbitMqOptions
     public string Username { get; set; } = "guest";
     public string Password { get; set; } = "guest";
 
-    /// <summary>Uses quorum queues (production clusters); off for single-node development brokers.</summary>
+    /// <summary>Declares every receive endpoint's queue as a quorum queue (production clusters); off for single-node development brokers.</summary>
     public bool QuorumQueues { get; set; }
 }
 
@@ -55,6 +55,13 @@ public static class Bus
             // call a third party on its own (and behind an egress firewall every report logged a warning).
             x.ConfigureUsageTelemetryOptions(o => o.Enabled = false);
             configureConsumers?.Invoke(x);
+            if (options.QuorumQueues)
+            {
+                // Per endpoint: the bus configurator's SetQuorumQueue shapes only the bus's own queue, so the work
+                // queues stayed classic, on one node of the cluster.
+                x.AddRabbitMqConfigureEndpointsCallback((_, _, e) => e.SetQuorumQueue());
+            }
+
             x.UsingRabbitMq((context, cfg) =>
             {
                 cfg.Host(options.Host, options.Port, options.VirtualHost, h =>
@@ -63,11 +70,6 @@ public static class Bus
                     h.Password(options.Password);
                     h.PublisherConfirmation = true;
                 });
-                if (options.QuorumQueues)
-                {
-                    cfg.SetQuorumQueue();
-                }
-
                 cfg.UseMessageRetry(r =>
                 {
                     r.Exponential(5, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(200));
