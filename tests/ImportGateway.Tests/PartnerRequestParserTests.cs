@@ -63,6 +63,34 @@ public sealed class PartnerRequestParserTests
     }
 
     [Fact]
+    public void ParseCohortChanges_StringsWithoutValidUnicode_AreInvalidIdentifiers()
+    {
+        // A lone surrogate escape and a Latin-1 byte are well-formed JSON tokens that throw when decoded: they used to
+        // turn the whole request into a 400 (API.md rule 5: invalid identifiers are counted, not fatal).
+        var body = Encoding.UTF8.GetBytes("""
+            {"cohort_id": "c", "cohort_changes": [{"user_ids": ["ok", "\ud800", "caf#"], "device_ids": ["x\udfff"],
+             "aliases": [{"alias_name": "\ud800", "alias_label": "l"}, {"alias_name": "n", "alias_label": "l"}]}]}
+            """).Select(b => b == (byte)'#' ? (byte)0xE9 : b).ToArray();
+
+        var request = PartnerRequestParser.ParseCohortChanges(body, 1000)!;
+
+        Assert.Empty(request.Errors);
+        var change = Assert.Single(request.Changes);
+        Assert.Equal(["ok"], change.ExternalIds);
+        Assert.Empty(change.DeviceIds);
+        Assert.Equal("n", Assert.Single(change.Aliases).AliasName);
+        Assert.Equal(["\"\\ud800\"", "\"caf\uFFFD\"", "\"x\\udfff\"", """{"alias_name": "\ud800", "alias_label": "l"}"""], change.InvalidIdentifiers);
+    }
+
+    [Fact]
+    public void ParseCohortName_CohortIdOrNameWithoutValidUnicode_NamesTheField()
+    {
+        var request = PartnerRequestParser.ParseCohortName(Encoding.UTF8.GetBytes("""{"cohort_id": "\ud800", "name": "\udc00", "created_at": "2026-11-22"}"""))!;
+
+        Assert.Equal(["cohort_id must be a valid string", "name must be a non-empty string"], request.Errors);
+    }
+
+    [Fact]
     public void ParseCohortChanges_DuplicateKeys_LastWins()
     {
         var body = Encoding.UTF8.GetBytes("""{"cohort_id": 1, "cohort_id": "ok", "cohort_changes": 5, "cohort_changes": [{"device_ids": ["d"]}]}""");

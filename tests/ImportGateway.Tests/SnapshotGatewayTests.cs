@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text;
 using CohortBridge.Testing;
 using static CohortBridge.ImportGateway.Tests.PartnerHttp;
 using static CohortBridge.ImportGateway.Tests.SnapshotHttp;
@@ -113,6 +114,30 @@ public sealed class SnapshotGatewayTests(GatewayFixture fx)
         Assert.Equal(["ok-1", "ok-2"], chunk.ExternalIds);
         Assert.Equal(5, chunk.InvalidIdentifiers.Count);
         Assert.Contains("not json at all", chunk.InvalidIdentifiers);
+    }
+
+    [Fact]
+    public async Task PutMembers_StringsWithoutValidUnicodeAndNestedColumns_CountedNotFatal()
+    {
+        // Undecodable strings used to answer 500 with no abort marker; a first line with nested columns used to be 400.
+        var cohort = NewCohort();
+        var body = Encoding.UTF8.GetBytes("""
+            {"external_id":"ok-1","traits":{"a":{"b":{"c":{"d":[1]}}}}}
+            {"external_id":"\ud800"}
+            {"device_id":"caf#"}
+            {"alias_name":"\udc00x","alias_label":"l"}
+            {"external_id":"ok-2"}
+            """).Select(b => b == (byte)'#' ? (byte)0xE9 : b).ToArray();
+        var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/x-ndjson");
+
+        var reply = await PutAsync(fx.Gateway.Client, cohort, content);
+
+        Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+        var chunk = Assert.Single(await Eventually.UntilAsync(() => Task.FromResult(ChunksOf(fx, cohort)), c => c.Count == 1)).Snapshot!;
+        Assert.Equal(["ok-1", "ok-2"], chunk.ExternalIds);
+        Assert.Empty(chunk.DeviceIds);
+        Assert.Equal(3, chunk.InvalidIdentifiers.Count);
     }
 
     [Theory]

@@ -150,7 +150,7 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
     }
 
     [Fact]
-    public async Task Evaluate_UnknownCohort_Returns400NamingIt()
+    public async Task Evaluate_UnknownCohortOrBadBody_Returns400NamingIt()
     {
         var ws = await SeedAsync();
         using var response = await Segments.Client.PostAsJsonAsync($"workspaces/{ws}/audiences:evaluate",
@@ -177,6 +177,24 @@ public sealed class AudienceApiTests(AudienceApiFixture fixture) : IClassFixture
             new StringContent($$"""{"filter":{{deep}}}""", System.Text.Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.BadRequest, tooDeep.StatusCode);
         Assert.Contains("a filter may nest at most 32 levels", await tooDeep.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+
+        // Strings that decode to no valid Unicode (lone surrogate escapes, invalid UTF-8) are well-formed JSON tokens
+        // that throw when read: they answered 500.
+        foreach (var (path, json) in new[]
+        {
+            ($"workspaces/{ws}/audiences:evaluate", """{"filter":{"cohort":{"partner":"\ud800","cohort_id":"a"},"op":"includes"}}"""),
+            ($"workspaces/{ws}/audiences:evaluate", """{"filter":{"\ud800":[]}}"""),
+            ($"workspaces/{ws}/audiences:evaluate", """{"filter":{"cohort":{"partner":"tinyclues","cohort_id":"caf#"},"op":"includes"}}"""),
+            ($"admin/workspaces/{ws}/segments", """{"name":"x\udc00","filter":{"cohort":{"partner":"tinyclues","cohort_id":"a"},"op":"includes"}}"""),
+        })
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(json).Select(b => b == (byte)'#' ? (byte)0xE9 : b).ToArray();
+            using var content = new ByteArrayContent(bytes);
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            using var undecodable = await Segments.Client.PostAsync(path, content);
+            Assert.Equal((json, HttpStatusCode.BadRequest), (json, undecodable.StatusCode));
+            Assert.Contains("strings are valid Unicode", await undecodable.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
     }
 
     [Fact]

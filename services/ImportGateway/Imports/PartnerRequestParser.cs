@@ -182,7 +182,7 @@ public static partial class PartnerRequestParser
     {
         if (reader.TokenType == JsonTokenType.String && reader.ValueSpan.Length <= MaxCredentialLength * 6)
         {
-            var value = reader.GetString();
+            var value = reader.GetText();
             return value is { Length: <= MaxCredentialLength } ? value : null;
         }
 
@@ -194,7 +194,7 @@ public static partial class PartnerRequestParser
     {
         if (reader.TokenType == JsonTokenType.String)
         {
-            return reader.GetString();
+            return reader.GetText();
         }
 
         reader.Skip();
@@ -307,7 +307,7 @@ public static partial class PartnerRequestParser
             var keep = ++request.IdentifierCount <= maxIdentifiers;
             if (reader.TokenType == JsonTokenType.String)
             {
-                if (reader.ValueSpan.Length <= MaxIdentifierLength * 6 && reader.GetString() is var id && IsValidIdentifier(id))
+                if (reader.ValueSpan.Length <= MaxIdentifierLength * 6 && reader.GetText() is var id && IsValidIdentifier(id))
                 {
                     if (keep)
                     {
@@ -367,7 +367,7 @@ public static partial class PartnerRequestParser
                 reader.Read();
                 if ((isName || isLabel) && reader.TokenType == JsonTokenType.String && reader.ValueSpan.Length <= MaxIdentifierLength * 6)
                 {
-                    var value = reader.GetString();
+                    var value = reader.GetText();
                     if (isName)
                     {
                         name = value;

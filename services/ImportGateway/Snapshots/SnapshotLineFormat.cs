@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using CohortBridge.ServiceDefaults;
 
 namespace CohortBridge.ImportGateway.Snapshots;
 
@@ -36,7 +37,8 @@ public abstract class SnapshotLineFormat
 /// <summary><c>{"external_id": "..."}</c>, <c>{"device_id": "..."}</c> or <c>{"alias_name": "...", "alias_label": "..."}</c> per line.</summary>
 public sealed class NdJsonFormat : SnapshotLineFormat
 {
-    private static readonly JsonReaderOptions Options = new() { MaxDepth = 4 };
+    // A partner's own columns may nest (traits objects); they are skipped, so any depth the reader allows will do.
+    private static readonly JsonReaderOptions Options = new() { MaxDepth = 64 };
 
     public static bool IsJsonObject(ReadOnlySpan<byte> line)
     {
@@ -92,7 +94,12 @@ public sealed class NdJsonFormat : SnapshotLineFormat
                     continue;
                 }
 
-                var value = reader.GetString()!;
+                if (reader.GetText() is not { } value)
+                {
+                    valid = false;
+                    continue;
+                }
+
                 switch (field)
                 {
                     case 1: valid &= externalId is null; externalId = value; break;

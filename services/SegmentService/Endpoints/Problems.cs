@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using CohortBridge.ServiceDefaults;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace CohortBridge.SegmentService.Endpoints;
@@ -64,6 +65,12 @@ internal static class RequestJson
         {
             body.Dispose();
             return (null, Problems.BadRequest("Invalid body", "request body must be a JSON object"));
+        }
+
+        if (!JsonText.HoldsValidText(body.RootElement))
+        {
+            body.Dispose();
+            return (null, Problems.BadRequest("Invalid body", "request body must be a JSON object whose strings are valid Unicode (no invalid UTF-8, no lone surrogate escapes)"));
         }
 
         return (body, null);
