@@ -296,6 +296,49 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task ArchiveCohort_RawTargetShapes_ActOnTheRoutedCohortOrAre400()
+    {
+        // The cohort id is read from the raw request target (for %2F); Kestrel routes on the normalized path. The two
+        // must never disagree: "x/../y" routes to y, and an absolute-form target starts with the scheme.
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var port = fx.Gateway.BaseAddress.Port;
+        string[] refused =
+        [
+            $"/partners/{GatewayFixture.Partner}/cohorts/dot-{id}/../target-{id}",
+            $"/partners/{GatewayFixture.Partner}/cohorts/dot-{id}/%2E%2E/target-{id}",
+            $"/partners/{GatewayFixture.Partner}/cohorts/./target-{id}",
+        ];
+        foreach (var target in refused)
+        {
+            var (status, body) = await RawDeleteAsync(port, target);
+            Assert.Equal((target, 400, """{"message":"cohort_id must be a valid string"}"""), (target, status, body));
+        }
+
+        var (absoluteStatus, absoluteBody) = await RawDeleteAsync(port, $"http://127.0.0.1:{port}/partners/{GatewayFixture.Partner}/cohorts/abs-{id}");
+        Assert.Equal(202, absoluteStatus);
+        var importId = JsonDocument.Parse(absoluteBody).RootElement.GetProperty("import_id").GetGuid();
+        Assert.Equal($"abs-{id}", Assert.Single(await fx.WaitForPublishedAsync(importId)).Message.CohortId);
+        // A refused request publishes nothing (and publishing comes before any answer).
+        Assert.DoesNotContain(fx.Published.Values.SelectMany(b => b), m => m.Message.CohortId.Contains(id, StringComparison.Ordinal) && m.Message.ImportId != importId);
+    }
+
+    /// <summary>A DELETE with this exact request target over a bare connection (HttpClient normalizes dot segments); HTTP/1.0, so the body is not chunked.</summary>
+    private async Task<(int Status, string Body)> RawDeleteAsync(int port, string target)
+    {
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync("127.0.0.1", port);
+        await using var stream = tcp.GetStream();
+        var request = $"DELETE {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nX-Partner-Api-Key: {fx.PartnerApiKey}\r\n"
+                      + $"Authorization: Bearer {fx.ClientSecret}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(request));
+        using var reader = new StreamReader(stream);
+        var response = await reader.ReadToEndAsync();
+        var status = int.Parse(response.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        var body = response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
+        return (status, body);
+    }
+
+    [Fact]
     public async Task Sequence_RequestsForOneCohort_NumberedInAcceptOrderAcrossReplicas()
     {
         var cohort = "seq-" + Guid.NewGuid().ToString("N")[..8];

@@ -159,7 +159,7 @@ public static partial class PartnerEndpoints
             return failure!;
         }
 
-        var cohortId = RawPathSegment(http, 3);
+        var cohortId = RawCohortId(http, partner);
         if (!PartnerRequestParser.IsValidCohortId(cohortId))
         {
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
@@ -185,10 +185,13 @@ public static partial class PartnerEndpoints
         new(DateTime.SpecifyKind(value, DateTimeKind.Utc));
 
     /// <summary>
-    /// Path segment <paramref name="index"/> (0 = "partners", 1 = the partner, 2 = "cohorts", 3 = the cohort id) of the raw request target, percent-decoded once. Routing
-    /// leaves "%2F" encoded in route values; cohort ids may contain '/', so they are read from the raw target instead.
+    /// The cohort id of <c>/partners/{partner}/cohorts/{cohort_id}</c> (then <paramref name="suffix"/>, if any), read
+    /// from the raw request target and percent-decoded once: routing leaves "%2F" encoded in route values, and cohort
+    /// ids may contain '/'. Null when the raw target does not have exactly that shape, so that it cannot name another
+    /// cohort than the routed path: dot segments (Kestrel resolves <c>x/../y</c> before routing) or an absolute-form
+    /// target (<c>http://host/partners/...</c>, RFC 9112) laid out otherwise.
     /// </summary>
-    internal static string? RawPathSegment(HttpContext http, int index)
+    internal static string? RawCohortId(HttpContext http, string partner, string? suffix = null)
     {
         var raw = http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? http.Request.Path.ToString();
         var query = raw.IndexOf('?', StringComparison.Ordinal);
@@ -197,19 +200,25 @@ public static partial class PartnerEndpoints
             raw = raw[..query];
         }
 
-        var segments = raw.TrimStart('/').Split('/');
-        if (index >= segments.Length)
+        if (!raw.StartsWith('/'))
         {
-            return null;
+            var authority = raw.IndexOf("://", StringComparison.Ordinal);
+            var path = authority < 0 ? -1 : raw.IndexOf('/', authority + 3);
+            if (path < 0)
+            {
+                return null;
+            }
+
+            raw = raw[path..];
         }
 
-        try
-        {
-            return Uri.UnescapeDataString(segments[index]);
-        }
-        catch (UriFormatException)
-        {
-            return null;
-        }
+        var segments = raw[1..].Split('/').Select(Uri.UnescapeDataString).ToArray();
+        var shaped = segments.Length == (suffix is null ? 4 : 5)
+                     && string.Equals(segments[0], "partners", StringComparison.OrdinalIgnoreCase)
+                     && string.Equals(segments[1], partner, StringComparison.Ordinal)
+                     && string.Equals(segments[2], "cohorts", StringComparison.OrdinalIgnoreCase)
+                     && (suffix is null || string.Equals(segments[4], suffix, StringComparison.OrdinalIgnoreCase))
+                     && segments[3] is not ("." or "..");
+        return shaped ? segments[3] : null;
     }
 }

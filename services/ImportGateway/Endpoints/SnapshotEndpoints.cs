@@ -44,7 +44,7 @@ public static class SnapshotEndpoints
             return failure!;
         }
 
-        var cohortId = PartnerEndpoints.RawPathSegment(http, 3);
+        var cohortId = PartnerEndpoints.RawCohortId(http, partner, "members");
         if (!PartnerRequestParser.IsValidCohortId(cohortId))
         {
             return handler.Reject(StatusCodes.Status400BadRequest, PartnerMessages.CohortIdInvalid);
