@@ -62,6 +62,12 @@ public static partial class PartnerRequestParser
             body = body[3..];
         }
 
+        // JSON text is UTF-8 (RFC 8259); the reader checks that only for the strings it decodes, and skips the rest.
+        if (!System.Text.Unicode.Utf8.IsValid(body))
+        {
+            return null;
+        }
+
         try
         {
             var reader = new Utf8JsonReader(body, ReaderOptions);
