@@ -238,6 +238,30 @@ public sealed class ProjectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Startup_EventArrivesDuringDirectoryRead_NewerIdentityWins()
+    {
+        // A first start reads each workspace's directory whole while events already flow. The read is a picture from
+        // before an event that arrives during it: applied over the event, it brought a deleted user back for good.
+        await PublishUsersAsync(10);
+        Cohorts.Change(_ws, Partner, "all", add: [.. Enumerable.Range(0, 10)]);
+        var hold = new TaskCompletionSource();
+        Cohorts.HoldNextDirectoryRead = hold.Task;
+
+        var segments = await _harness.StartAsync("read-overtaken", waitUntilReady: false);
+        await Eventually.UntilAsync(() => Task.FromResult(Cohorts.Requests.Contains($"/internal/workspaces/{_ws}/directory")),
+            TimeSpan.FromSeconds(60), "the directory read has started");
+        await _harness.PublishAsync(Cohorts.Users(_ws, new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true, Deleted = true }));
+        // Time for the event to be consumed while the read is held (it was, at once, before the fix).
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        hold.SetResult();
+
+        await segments.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
+        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("all"));
+        await MemberBecomesAsync(segments, id, "u4", expected: true);
+        await MemberBecomesAsync(segments, id, "u5", expected: false);
+    }
+
+    [Fact]
     public async Task TwoInstances_SameEvents_BothUpToDateOnTheirOwnQueues()
     {
         var first = await _harness.StartAsync("replica-1");

@@ -116,8 +116,17 @@ public sealed partial class ProjectionUpdater(
             _workspacesFromEvents.TryAdd(message.WorkspaceId, 0);
         }
 
-        await repository.SaveDirectoryUsersAsync(message.WorkspaceId, message.Users.ToList(), markLoaded: _directoriesComplete, ct);
-        store.GetOrAdd(message.WorkspaceId).Directory.Apply(message.Users);
+        var workspace = store.GetOrAdd(message.WorkspaceId);
+        await workspace.DirectoryLock.WaitAsync(ct);
+        try
+        {
+            await repository.SaveDirectoryUsersAsync(message.WorkspaceId, message.Users.ToList(), markLoaded: _directoriesComplete, ct);
+            workspace.Directory.Apply(message.Users);
+        }
+        finally
+        {
+            workspace.DirectoryLock.Release();
+        }
     }
 
     /// <summary>
@@ -139,28 +148,41 @@ public sealed partial class ProjectionUpdater(
         _workspacesFromEvents.Clear();
     }
 
-    /// <summary>Reads a workspace's whole directory from CohortService (first start of a replica).</summary>
+    /// <summary>
+    /// Reads a workspace's whole directory from CohortService (first start of a replica). Its directory events wait
+    /// meanwhile (they hold the queue, whose consumer runs one at a time): CohortService reads the directory in one
+    /// snapshot taken when the read starts, and every change after it comes as an event, carrying the user's whole
+    /// identity, after the read.
+    /// </summary>
     public async Task LoadDirectoryAsync(string workspaceId, CancellationToken ct)
     {
         const int batchSize = 50_000;
         var workspace = store.GetOrAdd(workspaceId);
-        var batch = new List<DirectoryUser>(batchSize);
-        var total = 0;
-        await foreach (var user in cohortService.GetDirectoryAsync(workspaceId, ct))
+        await workspace.DirectoryLock.WaitAsync(ct);
+        try
         {
-            batch.Add(user);
-            if (batch.Count == batchSize)
+            var batch = new List<DirectoryUser>(batchSize);
+            var total = 0;
+            await foreach (var user in cohortService.GetDirectoryAsync(workspaceId, ct))
             {
-                await repository.SaveDirectoryUsersAsync(workspaceId, batch, markLoaded: false, ct);
-                workspace.Directory.Apply(batch);
-                total += batch.Count;
-                batch = new List<DirectoryUser>(batchSize);
+                batch.Add(user);
+                if (batch.Count == batchSize)
+                {
+                    await repository.SaveDirectoryUsersAsync(workspaceId, batch, markLoaded: false, ct);
+                    workspace.Directory.Apply(batch);
+                    total += batch.Count;
+                    batch = new List<DirectoryUser>(batchSize);
+                }
             }
-        }
 
-        await repository.SaveDirectoryUsersAsync(workspaceId, batch, markLoaded: true, ct);
-        workspace.Directory.Apply(batch);
-        LogDirectoryLoaded(workspaceId, total + batch.Count);
+            await repository.SaveDirectoryUsersAsync(workspaceId, batch, markLoaded: true, ct);
+            workspace.Directory.Apply(batch);
+            LogDirectoryLoaded(workspaceId, total + batch.Count);
+        }
+        finally
+        {
+            workspace.DirectoryLock.Release();
+        }
     }
 
     private static bool CarriesItsUsers(CohortUpdated message) =>

@@ -24,6 +24,12 @@ public sealed class WorkspaceProjection(string workspaceId) : IAudienceSource
     /// <summary>Serialises writers of this workspace's cohorts (readers never wait on it).</summary>
     public SemaphoreSlim WriteLock { get; } = new(1, 1);
 
+    /// <summary>
+    /// Serialises writers of this workspace's directory: a whole-directory read from CohortService holds it to the end,
+    /// since it is a picture from before the events that arrive meanwhile, which must apply after it.
+    /// </summary>
+    public SemaphoreSlim DirectoryLock { get; } = new(1, 1);
+
     public RoaringBitmap LiveUsers => Directory.LiveUsers;
 
     public IEnumerable<CohortProjection> Cohorts => _cohorts.Values;

@@ -41,6 +41,12 @@ public sealed class FakeCohortService : IAsyncDisposable
     /// <summary>The next directory read sends one user and then drops the connection (a restarting CohortService).</summary>
     public bool CutNextDirectoryRead { get; set; }
 
+    /// <summary>
+    /// When set, the next directory read takes its picture of the directory, sends the first user and waits for this
+    /// task before sending the rest (a long read of a large workspace, overtaken by newer events).
+    /// </summary>
+    public Task? HoldNextDirectoryRead { get; set; }
+
     public IReadOnlyCollection<string> Requests => _requests.ToArray();
 
     public static async Task<FakeCohortService> StartAsync()
@@ -155,10 +161,19 @@ public sealed class FakeCohortService : IAsyncDisposable
         {
             var cut = CutNextDirectoryRead;
             CutNextDirectoryRead = false;
+            var hold = HoldNextDirectoryRead;
+            HoldNextDirectoryRead = null;
             context.Response.ContentType = "application/x-ndjson";
-            foreach (var user in _directory.Where(d => d.Key.Ws == ws).Select(d => d.Value))
+            foreach (var user in _directory.Where(d => d.Key.Ws == ws).Select(d => d.Value).OrderBy(u => u.Ordinal).ToList())
             {
                 await context.Response.WriteAsync(JsonSerializer.Serialize(user, PlatformJson.Options) + "\n");
+                if (hold is not null)
+                {
+                    await context.Response.Body.FlushAsync();
+                    await hold;
+                    hold = null;
+                }
+
                 if (cut)
                 {
                     // Let the client get the headers and start reading the body: the cut must fall mid-stream, past
