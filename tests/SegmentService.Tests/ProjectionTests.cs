@@ -196,13 +196,7 @@ public sealed class ProjectionTests : IAsyncLifetime
         Cohorts.Change(_ws, Partner, "a", add: [2, 3]);
         broker.Open();
 
-        var id = await Eventually.UntilAsync(
-            async () =>
-            {
-                using var response = await segments.Client.PostAsJsonAsync($"admin/workspaces/{_ws}/segments", new { name = "late", filter = Includes("a") });
-                return response.IsSuccessStatusCode ? (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("segment_id").GetGuid() : Guid.Empty;
-            },
-            id => id != Guid.Empty, TimeSpan.FromSeconds(60), "the second catch-up reads the cohort");
+        var id = await CreateSegmentOnceKnownAsync(segments, "a", "the second catch-up reads the cohort");
         await MemberBecomesAsync(segments, id, "u2", expected: true);
         Assert.Contains($"/internal/workspaces/{_ws}/directory", Cohorts.Requests);
 
@@ -228,7 +222,9 @@ public sealed class ProjectionTests : IAsyncLifetime
         Cohorts.CutNextDirectoryRead = true;
 
         var segments = await _harness.StartAsync("cut-stream");
-        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("old"));
+        // Ready may come before the retried catch-up has read the cohort (start-up waits 3 s here; a loaded machine
+        // can take longer to cut, retry and read).
+        var id = await CreateSegmentOnceKnownAsync(segments, "old", "the retried catch-up reads the cohort");
         await MemberBecomesAsync(segments, id, "u4", expected: true);
         Assert.False(segments.HasExited);
         await Eventually.UntilAsync(
@@ -256,7 +252,7 @@ public sealed class ProjectionTests : IAsyncLifetime
         hold.SetResult();
 
         await segments.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
-        var id = await SegmentServiceHarness.CreateSegmentAsync(segments, _ws, Includes("all"));
+        var id = await CreateSegmentOnceKnownAsync(segments, "all", "the catch-up reads the cohort after the directory");
         await MemberBecomesAsync(segments, id, "u4", expected: true);
         await MemberBecomesAsync(segments, id, "u5", expected: false);
     }
@@ -278,6 +274,15 @@ public sealed class ProjectionTests : IAsyncLifetime
         Assert.Contains("segments-cohort-updated-replica-2", names);
         Assert.Contains("segments-user-directory-changed-replica-1", names);
     }
+
+    private Task<Guid> CreateSegmentOnceKnownAsync(ServiceProcess segments, string cohortId, string because) =>
+        Eventually.UntilAsync(
+            async () =>
+            {
+                using var response = await segments.Client.PostAsJsonAsync($"admin/workspaces/{_ws}/segments", new { name = cohortId, filter = Includes(cohortId) });
+                return response.IsSuccessStatusCode ? (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("segment_id").GetGuid() : Guid.Empty;
+            },
+            id => id != Guid.Empty, TimeSpan.FromSeconds(60), because);
 
     private Task<bool> MemberBecomesAsync(ServiceProcess segments, Guid segmentId, string externalId, bool expected) =>
         Eventually.UntilAsync(
