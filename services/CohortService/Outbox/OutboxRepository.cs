@@ -60,6 +60,13 @@ public static class OutboxRepository
         return (await conn.QueryAsync<OutboxRow>(new CommandDefinition(sql, new { limit }, tx, cancellationToken: ct))).AsList();
     }
 
+    /// <summary>Waits until no other dispatcher publishes directory rows; held until the caller's transaction ends.</summary>
+    public static Task LockDirectoryPublishingAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long key, CancellationToken ct)
+    {
+        const string sql = "SELECT pg_advisory_xact_lock(@key)";
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { key }, tx, cancellationToken: ct));
+    }
+
     public static Task DeleteAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long[] ids, CancellationToken ct)
     {
         const string sql = "DELETE FROM outbox WHERE id = ANY(@ids)";
