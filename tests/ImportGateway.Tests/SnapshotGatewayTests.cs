@@ -93,6 +93,23 @@ public sealed class SnapshotGatewayTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task PutMembers_CsvWithSpacesAroundFields_ReadsTheValuesAsTheHeader()
+    {
+        // The header "external_id, device_id" was read trimmed but its rows were not: " d1" matched no device, and a
+        // snapshot removes the users it does not match. A quoted value keeps its own spaces.
+        var cohort = NewCohort();
+        const string csv = "external_id, device_id\nu1, d1\n  u2\t,  \" d 2 \"  \nu3 ,\n";
+
+        var reply = await PutAsync(fx.Gateway.Client, cohort, Body(csv, "text/csv"));
+
+        Assert.Equal(HttpStatusCode.Accepted, reply.Status);
+        var chunk = Assert.Single(await Eventually.UntilAsync(() => Task.FromResult(ChunksOf(fx, cohort)), c => c.Count == 1)).Snapshot!;
+        Assert.Equal(["u1", "u2", "u3"], chunk.ExternalIds);
+        Assert.Equal(["d1", " d 2 "], chunk.DeviceIds);
+        Assert.Empty(chunk.InvalidIdentifiers);
+    }
+
+    [Fact]
     public async Task PutMembers_BadLines_CountedAsInvalidNotFatal()
     {
         var cohort = NewCohort();

@@ -153,6 +153,8 @@ public sealed class CsvFormat : SnapshotLineFormat
     private readonly int _aliasLabel;
     private readonly string?[] _fields;
 
+    private static ReadOnlySpan<byte> Blanks => " \t"u8;
+
     private CsvFormat(int columns, int externalId, int deviceId, int aliasName, int aliasLabel)
     {
         (_columns, _externalId, _deviceId, _aliasName, _aliasLabel) = (columns, externalId, deviceId, aliasName, aliasLabel);
@@ -245,7 +247,7 @@ public sealed class CsvFormat : SnapshotLineFormat
         if (_columns == 1 && line.IndexOfAny((byte)',', (byte)'"') < 0)
         {
             // The common case: one bare identifier per line.
-            fields[0] = Encoding.UTF8.GetString(line);
+            fields[0] = Encoding.UTF8.GetString(line.Trim(Blanks));
             return true;
         }
 
@@ -263,15 +265,22 @@ public sealed class CsvFormat : SnapshotLineFormat
         return true;
     }
 
-    /// <summary>RFC 4180 fields of one line: <c>a,"b ""quoted"", c",d</c>. False on an unterminated or stray quote.</summary>
+    /// <summary>
+    /// RFC 4180 fields of one line: <c>a,"b ""quoted"", c",d</c>. False on an unterminated or stray quote. Spaces and
+    /// tabs around a field are dropped, as the header's are (<c>external_id, device_id</c> then <c>u1, d1</c>: a kept
+    /// space would make " d1" an unknown device, and a snapshot would remove that user); a quoted value keeps its own.
+    /// </summary>
     private static bool Split(ReadOnlySpan<byte> line, List<string> values)
     {
         var position = 0;
         while (true)
         {
             var rest = line[position..];
-            if (rest.Length > 0 && rest[0] == (byte)'"')
+            var lead = rest.Length - rest.TrimStart(Blanks).Length;
+            if (lead < rest.Length && rest[lead] == (byte)'"')
             {
+                position += lead;
+                rest = rest[lead..];
                 var text = new StringBuilder();
                 var i = 1;
                 while (true)
@@ -295,6 +304,7 @@ public sealed class CsvFormat : SnapshotLineFormat
                 }
 
                 values.Add(text.ToString());
+                i = rest.Length - rest[i..].TrimStart(Blanks).Length;
                 if (i == rest.Length)
                 {
                     return true;
@@ -316,7 +326,7 @@ public sealed class CsvFormat : SnapshotLineFormat
                 return false;
             }
 
-            values.Add(Encoding.UTF8.GetString(field));
+            values.Add(Encoding.UTF8.GetString(field.Trim(Blanks)));
             if (comma < 0)
             {
                 return true;
