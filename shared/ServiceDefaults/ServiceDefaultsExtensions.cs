@@ -40,7 +40,15 @@ public static class ServiceDefaultsExtensions
 
             if (ManagementPort(builder.Configuration) is { } management)
             {
-                urls += $";http://0.0.0.0:{management}";
+                if (urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    .Any(u => Uri.TryCreate(u.Replace("://+", "://localhost").Replace("://*", "://localhost"), UriKind.Absolute, out var uri) && uri.Port == management))
+                {
+                    // The split goes by port: on the service's own port every API would answer 404.
+                    throw new InvalidOperationException($"Management:Port {management} is also a service URL ({urls}); choose another port.");
+                }
+
+                // Every address, IPv4 and IPv6, as probes and scrapers reach the pod.
+                urls += $";http://*:{management}";
             }
 
             web.WebHost.UseUrls(urls);

@@ -238,6 +238,27 @@ public sealed class ExtensionTests(GatewayFixture fx)
     }
 
     [Fact]
+    public async Task QuorumQueues_On_GatewayReadyWithItsKeyInvalidationQueueQuorum()
+    {
+        // The per-replica key-invalidation queue is temporary: as a quorum queue it cannot auto-delete, so it keeps
+        // MassTransit's expiry (x-expires) instead and still goes away after the replica does.
+        await using var gateway = await fx.StartGatewayAsync(new Dictionary<string, string> { ["RabbitMq__QuorumQueues"] = "true" });
+        using var management = fx.Infrastructure.ManagementClient();
+
+        var queue = await Eventually.UntilAsync(async () =>
+            {
+                var queues = JsonDocument.Parse(await management.GetStringAsync($"api/queues/{Uri.EscapeDataString(fx.VirtualHost)}")).RootElement;
+                // A queue just declared may not list its type and consumers yet.
+                return queues.EnumerateArray().FirstOrDefault(q => q.GetProperty("name").GetString()!.StartsWith("gateway-key-invalidated-", StringComparison.Ordinal)
+                                                                 && q.TryGetProperty("type", out var type) && type.GetString() == "quorum"
+                                                                 && q.TryGetProperty("consumers", out var consumers) && consumers.GetInt32() == 1);
+            },
+            q => q.ValueKind == JsonValueKind.Object, TimeSpan.FromSeconds(60), "the replica's quorum key-invalidation queue has its consumer");
+
+        Assert.True(queue.GetProperty("arguments").TryGetProperty("x-expires", out _), queue.ToString());
+    }
+
+    [Fact]
     public async Task ManagementPort_Set_HealthAndMetricsOnlyThere()
     {
         // The gateway faces the internet; its metrics name the database host and user and the internal services.
@@ -314,12 +335,22 @@ public sealed class ExtensionTests(GatewayFixture fx)
             Assert.Equal((target, 400, """{"message":"cohort_id must be a valid string"}"""), (target, status, body));
         }
 
-        var (absoluteStatus, absoluteBody) = await RawDeleteAsync(port, $"http://127.0.0.1:{port}/partners/{GatewayFixture.Partner}/cohorts/abs-{id}");
-        Assert.Equal(202, absoluteStatus);
-        var importId = JsonDocument.Parse(absoluteBody).RootElement.GetProperty("import_id").GetGuid();
-        Assert.Equal($"abs-{id}", Assert.Single(await fx.WaitForPublishedAsync(importId)).Message.CohortId);
+        var accepted = new List<Guid>();
+        foreach (var (target, cohortId) in new[]
+        {
+            ($"http://127.0.0.1:{port}/partners/{GatewayFixture.Partner}/cohorts/abs-{id}", $"abs-{id}"),
+            ($"/partners/{GatewayFixture.Partner}/cohorts/slash-{id}/", $"slash-{id}"),
+        })
+        {
+            var (status, body) = await RawDeleteAsync(port, target);
+            Assert.Equal((target, 202), (target, status));
+            var importId = JsonDocument.Parse(body).RootElement.GetProperty("import_id").GetGuid();
+            Assert.Equal(cohortId, Assert.Single(await fx.WaitForPublishedAsync(importId)).Message.CohortId);
+            accepted.Add(importId);
+        }
+
         // A refused request publishes nothing (and publishing comes before any answer).
-        Assert.DoesNotContain(fx.Published.Values.SelectMany(b => b), m => m.Message.CohortId.Contains(id, StringComparison.Ordinal) && m.Message.ImportId != importId);
+        Assert.DoesNotContain(fx.Published.Values.SelectMany(b => b), m => m.Message.CohortId.Contains(id, StringComparison.Ordinal) && !accepted.Contains(m.Message.ImportId));
     }
 
     /// <summary>A DELETE with this exact request target over a bare connection (HttpClient normalizes dot segments); HTTP/1.0, so the body is not chunked.</summary>

@@ -246,15 +246,37 @@ public sealed class ProjectionTests : IAsyncLifetime
         var segments = await _harness.StartAsync("read-overtaken", waitUntilReady: false);
         await Eventually.UntilAsync(() => Task.FromResult(Cohorts.Requests.Contains($"/internal/workspaces/{_ws}/directory")),
             TimeSpan.FromSeconds(60), "the directory read has started");
+        await DirectoryQueueAsync("read-overtaken", q => q.TryGetProperty("consumers", out var n) && n.GetInt32() == 1, "the replica consumes its directory queue");
         await _harness.PublishAsync(Cohorts.Users(_ws, new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true, Deleted = true }));
-        // Time for the event to be consumed while the read is held (it was, at once, before the fix).
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The event is delivered and waits, unacknowledged, for the read (before the fix it was applied and acked at once).
+        await DirectoryQueueAsync("read-overtaken", q => q.TryGetProperty("messages_unacknowledged", out var n) && n.GetInt32() == 1,
+            "the event is delivered and held while the read runs");
         hold.SetResult();
 
         await segments.WaitUntilReadyAsync(TimeSpan.FromSeconds(60));
         var id = await CreateSegmentOnceKnownAsync(segments, "all", "the catch-up reads the cohort after the directory");
         await MemberBecomesAsync(segments, id, "u4", expected: true);
         await MemberBecomesAsync(segments, id, "u5", expected: false);
+    }
+
+    [Fact]
+    public async Task Startup_DirectoryReadStalls_AbandonedRetriedAndEventsApplyAfter()
+    {
+        // Directory events wait for a whole-directory read: a stream that stops sending must not hold them for ever.
+        await PublishUsersAsync(10);
+        Cohorts.Change(_ws, Partner, "all", add: [.. Enumerable.Range(0, 10)]);
+        Cohorts.HoldNextDirectoryRead = new TaskCompletionSource().Task;
+
+        var segments = await _harness.StartAsync("read-stalls", waitUntilReady: false,
+            overrides: new Dictionary<string, string> { ["Segments__DirectoryReadIdleSeconds"] = "2" });
+        await DirectoryQueueAsync("read-stalls", q => q.TryGetProperty("consumers", out var n) && n.GetInt32() == 1, "the replica consumes its directory queue");
+        await _harness.PublishAsync(Cohorts.Users(_ws, new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true, Deleted = true }));
+
+        var id = await CreateSegmentOnceKnownAsync(segments, "all", "the retried catch-up reads the cohort");
+        await MemberBecomesAsync(segments, id, "u4", expected: true);
+        await MemberBecomesAsync(segments, id, "u5", expected: false);
+        Assert.Contains("sent nothing of workspace", segments.Output, StringComparison.Ordinal);
+        Assert.Equal(2, Cohorts.Requests.Count(r => r == $"/internal/workspaces/{_ws}/directory"));
     }
 
     [Fact]
@@ -274,6 +296,18 @@ public sealed class ProjectionTests : IAsyncLifetime
         Assert.Contains("segments-cohort-updated-replica-2", names);
         Assert.Contains("segments-user-directory-changed-replica-1", names);
     }
+
+    /// <summary>Polls the replica's directory queue in the management API (its statistics lag a few seconds).</summary>
+    private Task<JsonElement> DirectoryQueueAsync(string instanceId, Func<JsonElement, bool> condition, string because) =>
+        Eventually.UntilAsync(
+            async () =>
+            {
+                using var management = _harness.Infrastructure.ManagementClient();
+                using var response = await management.GetAsync(
+                    $"api/queues/{Uri.EscapeDataString(_harness.VirtualHost)}/segments-user-directory-changed-{instanceId}");
+                return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonElement>() : default;
+            },
+            q => q.ValueKind == JsonValueKind.Object && condition(q), TimeSpan.FromSeconds(60), because);
 
     private Task<Guid> CreateSegmentOnceKnownAsync(ServiceProcess segments, string cohortId, string because) =>
         Eventually.UntilAsync(

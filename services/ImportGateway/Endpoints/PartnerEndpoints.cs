@@ -212,7 +212,8 @@ public static partial class PartnerEndpoints
             raw = raw[path..];
         }
 
-        var segments = raw[1..].Split('/').Select(Uri.UnescapeDataString).ToArray();
+        // A trailing slash routes like none.
+        var segments = raw[1..].TrimEnd('/').Split('/').Select(Uri.UnescapeDataString).ToArray();
         var shaped = segments.Length == (suffix is null ? 4 : 5)
                      && string.Equals(segments[0], "partners", StringComparison.OrdinalIgnoreCase)
                      && string.Equals(segments[1], partner, StringComparison.Ordinal)

@@ -7,6 +7,7 @@ using CohortBridge.Contracts;
 using CohortBridge.SegmentService.Bitmaps;
 using CohortBridge.SegmentService.Filters;
 using CohortBridge.ServiceDefaults;
+using Microsoft.Extensions.Options;
 
 namespace CohortBridge.SegmentService.Projections;
 
@@ -27,7 +28,7 @@ public sealed record CohortMembers(long Version, bool Archived, RoaringBitmap Me
 /// URL-encoded (a cohort id may hold '/', spaces, unicode).
 /// </summary>
 /// <remarks>A singleton that takes a fresh client from the factory per call, so handler rotation (DNS) keeps working.</remarks>
-public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory)
+public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IOptions<SegmentsOptions> options)
 {
     public const string HttpClientName = "CohortService";
 
@@ -126,10 +127,35 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory)
         }
 
         response.EnsureSuccessStatusCode();
-        await using var stream = await response.Content.ReadAsStreamAsync(ct);
-        await foreach (var user in ReadNdjson<DirectoryUser>(stream, ct))
+        var idleTimeout = TimeSpan.FromSeconds(options.Value.DirectoryReadIdleSeconds);
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        idle.CancelAfter(idleTimeout);
+        await using var stream = await response.Content.ReadAsStreamAsync(idle.Token);
+        await using var users = ReadNdjson<DirectoryUser>(stream, idle.Token).GetAsyncEnumerator(idle.Token);
+        for (var read = 1; ; read++)
         {
-            yield return user;
+            bool more;
+            try
+            {
+                more = await users.MoveNextAsync();
+            }
+            catch (OperationCanceledException) when (idle.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw new TimeoutException(
+                    $"CohortService sent nothing of workspace '{workspaceId}''s directory for {idleTimeout.TotalSeconds:0} s (Segments:DirectoryReadIdleSeconds).");
+            }
+
+            if (!more)
+            {
+                yield break;
+            }
+
+            if (read % 1024 == 0)
+            {
+                idle.CancelAfter(idleTimeout);
+            }
+
+            yield return users.Current;
         }
     }
 

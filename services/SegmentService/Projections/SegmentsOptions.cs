@@ -17,6 +17,12 @@ public sealed class SegmentsOptions
     /// <summary>Pause between catch-up attempts while CohortService is unreachable.</summary>
     public int CatchUpRetrySeconds { get; set; } = 5;
 
+    /// <summary>
+    /// A whole-directory read that receives nothing for this long is abandoned and retried: the workspace's directory
+    /// events wait for the read, so a stalled stream must not hold them for ever.
+    /// </summary>
+    public int DirectoryReadIdleSeconds { get; set; } = 120;
+
     /// <summary>How long the read paths keep a segment definition in memory (0 = always read the database).</summary>
     public double SegmentCacheSeconds { get; set; } = 1;
 

@@ -170,7 +170,7 @@ public sealed class FakeCohortService : IAsyncDisposable
                 if (hold is not null)
                 {
                     await context.Response.Body.FlushAsync();
-                    await hold;
+                    await hold.WaitAsync(context.RequestAborted);
                     hold = null;
                 }
 
