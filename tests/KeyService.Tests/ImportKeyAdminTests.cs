@@ -344,7 +344,7 @@ public sealed partial class ImportKeyAdminTests(KeyServiceFixture keys) : IClass
         var process = await ServiceProcess.StartAsync("KeyService", env, waitUntilReady: false);
         await using (process)
         {
-            await Eventually.UntilAsync(() => Task.FromResult(process.HasExited), TimeSpan.FromSeconds(30), "KeyService exits");
+            await process.WaitForExitAsync(TimeSpan.FromSeconds(30));
             Assert.Contains($"{missing} is not set", process.Output, StringComparison.Ordinal);
         }
     }

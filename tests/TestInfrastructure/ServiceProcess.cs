@@ -29,6 +29,16 @@ public sealed class ServiceProcess : IAsyncDisposable
     public HttpClient Client { get; }
     public bool HasExited => _process.HasExited;
 
+    /// <summary>
+    /// Waits until the process has exited and its output has been read to the end: <see cref="HasExited"/> turns true
+    /// before the last lines reach <see cref="Output"/>.
+    /// </summary>
+    public async Task WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+    }
+
     /// <summary>Everything the process wrote to stdout and stderr so far.</summary>
     public string Output
     {
