@@ -112,9 +112,7 @@ public static class ServiceDefaultsExtensions
             })
             .WithTracing(t =>
             {
-                t.AddAspNetCoreInstrumentation(o =>
-                        o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health")
-                                          && !ctx.Request.Path.StartsWithSegments("/metrics"))
+                t.AddAspNetCoreInstrumentation(o => o.Filter = ctx => !IsOperationsPath(ctx.Request.Path))
                     .AddHttpClientInstrumentation()
                     .AddSource("MassTransit")
                     .AddNpgsql()
@@ -153,6 +151,10 @@ public static class ServiceDefaultsExtensions
             : throw new InvalidOperationException($"Management:Port must be a TCP port number (1-65535), not '{value}'.");
     }
 
+    /// <summary>Probes and scrapes: not traced, and served on the management port when there is one.</summary>
+    private static bool IsOperationsPath(PathString path) =>
+        path.StartsWithSegments("/health") || path.StartsWithSegments("/metrics");
+
     /// <summary>/health/live, /health/ready, /metrics and the X-Request-Id middleware.</summary>
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
@@ -165,8 +167,7 @@ public static class ServiceDefaultsExtensions
             // Split by the port the connection came in on, never by the Host header, which the client chooses.
             app.Use((context, next) =>
             {
-                var operations = context.Request.Path.StartsWithSegments("/health") || context.Request.Path.StartsWithSegments("/metrics");
-                if (operations == (context.Connection.LocalPort == management))
+                if (IsOperationsPath(context.Request.Path) == (context.Connection.LocalPort == management))
                 {
                     return next(context);
                 }

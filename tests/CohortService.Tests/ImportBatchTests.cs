@@ -443,18 +443,9 @@ public sealed class ImportBatchingTests(SharedCohortService host)
         Assert.All(updates.Where(u => u.Version > 1), u => Assert.Equal(rows[u.ImportId!.Value].Version, u.Version));
     }
 
-    private async Task<long> UnacknowledgedAsync()
-    {
-        using var http = host.Infrastructure.ManagementClient();
-        using var response = await http.GetAsync($"api/queues/{Uri.EscapeDataString(host.VirtualHost)}/cohorts-cohort-export-received");
-        if (!response.IsSuccessStatusCode)
-        {
-            return 0;
-        }
-
-        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
-        return doc.RootElement.TryGetProperty("messages_unacknowledged", out var n) ? n.GetInt64() : 0;
-    }
+    private async Task<long> UnacknowledgedAsync() =>
+        await host.Infrastructure.QueueAsync(host.VirtualHost, "cohorts-cohort-export-received") is { } queue
+        && queue.TryGetProperty("messages_unacknowledged", out var n) ? n.GetInt64() : 0;
 }
 
 /// <summary>

@@ -31,7 +31,7 @@ public sealed class OutboxDispatcherTests
             // Another replica is between reading its directory rows and committing their deletion.
             await using var other = await dataSource.OpenConnectionAsync();
             await using var otherTx = await other.BeginTransactionAsync();
-            await other.ExecuteAsync("SELECT pg_advisory_xact_lock(@key)", new { key = OutboxDispatcher.DirectoryLockKey }, otherTx);
+            await other.ExecuteAsync("SELECT pg_advisory_xact_lock(@key)", new { key = OutboxRepository.DirectoryLockKey }, otherTx);
 
             var dispatch = dispatcher.DispatchOnceAsync(CancellationToken.None);
             Assert.NotSame(dispatch, await Task.WhenAny(dispatch, Task.Delay(TimeSpan.FromSeconds(1))));

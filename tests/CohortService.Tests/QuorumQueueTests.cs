@@ -1,5 +1,4 @@
 using System.Net.Http.Json;
-using System.Text.Json.Nodes;
 using CohortBridge.Testing;
 
 namespace CohortBridge.CohortService.Tests;
@@ -29,10 +28,8 @@ public sealed class QuorumQueueTests
 
         string[] expected = ["cohorts-cohort-export-received", "cohorts-user-profiles-changed", "cohorts-user-profiles-changed_error"];
         var types = await Eventually.UntilAsync(async () =>
-            {
-                var queues = JsonNode.Parse(await http.GetStringAsync($"api/queues/{vhost}"))!.AsArray();
-                return queues.ToDictionary(q => q!["name"]!.GetValue<string>(), q => q!["type"]?.GetValue<string>());
-            },
+                (await host.Infrastructure.QueuesAsync(host.VirtualHost)).ToDictionary(
+                    q => q.GetProperty("name").GetString()!, q => q.TryGetProperty("type", out var type) ? type.GetString() : null),
             // A queue just declared may not list its type yet.
             t => expected.All(name => t.GetValueOrDefault(name) is not null), TimeSpan.FromSeconds(60), "the work queues and the error queue are declared");
 

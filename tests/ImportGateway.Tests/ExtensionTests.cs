@@ -243,16 +243,13 @@ public sealed class ExtensionTests(GatewayFixture fx)
         // The per-replica key-invalidation queue is temporary: as a quorum queue it cannot auto-delete, so it keeps
         // MassTransit's expiry (x-expires) instead and still goes away after the replica does.
         await using var gateway = await fx.StartGatewayAsync(new Dictionary<string, string> { ["RabbitMq__QuorumQueues"] = "true" });
-        using var management = fx.Infrastructure.ManagementClient();
 
-        var queue = await Eventually.UntilAsync(async () =>
-            {
-                var queues = JsonDocument.Parse(await management.GetStringAsync($"api/queues/{Uri.EscapeDataString(fx.VirtualHost)}")).RootElement;
-                // A queue just declared may not list its type and consumers yet.
-                return queues.EnumerateArray().FirstOrDefault(q => q.GetProperty("name").GetString()!.StartsWith("gateway-key-invalidated-", StringComparison.Ordinal)
-                                                                 && q.TryGetProperty("type", out var type) && type.GetString() == "quorum"
-                                                                 && q.TryGetProperty("consumers", out var consumers) && consumers.GetInt32() == 1);
-            },
+        // A queue just declared may not list its type and consumers yet.
+        var queue = await Eventually.UntilAsync(
+            async () => (await fx.Infrastructure.QueuesAsync(fx.VirtualHost)).FirstOrDefault(q =>
+                q.GetProperty("name").GetString()!.StartsWith("gateway-key-invalidated-", StringComparison.Ordinal)
+                && q.TryGetProperty("type", out var type) && type.GetString() == "quorum"
+                && q.TryGetProperty("consumers", out var consumers) && consumers.GetInt32() == 1),
             q => q.ValueKind == JsonValueKind.Object, TimeSpan.FromSeconds(60), "the replica's quorum key-invalidation queue has its consumer");
 
         Assert.True(queue.GetProperty("arguments").TryGetProperty("x-expires", out _), queue.ToString());

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Http.Json;
-using System.Text.Json;
 using CohortBridge.ImportGateway.Auth;
 using CohortBridge.Testing;
 
@@ -97,9 +95,7 @@ public sealed class GatewayAuthenticationTests(GatewayFixture fx) : IClassFixtur
 
         // Each replica has its own temporary queue (MassTransit: exclusive, non-durable, so RabbitMQ deletes it with
         // the replica's connection), so each one gets every invalidation.
-        using var management = fx.Infrastructure.ManagementClient();
-        var queues = await management.GetFromJsonAsync<JsonElement>($"api/queues/{Uri.EscapeDataString(fx.VirtualHost)}");
-        var own = queues.EnumerateArray().Where(q => q.GetProperty("name").GetString()!.StartsWith("gateway-key-invalidated-", StringComparison.Ordinal)).ToList();
+        var own = (await fx.Infrastructure.QueuesAsync(fx.VirtualHost)).Where(q => q.GetProperty("name").GetString()!.StartsWith("gateway-key-invalidated-", StringComparison.Ordinal)).ToList();
         Assert.Equal(2, own.Count);
         Assert.All(own, q => Assert.True(
             !q.GetProperty("durable").GetBoolean() && (q.GetProperty("exclusive").GetBoolean() || q.GetProperty("auto_delete").GetBoolean())));

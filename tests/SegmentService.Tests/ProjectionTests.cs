@@ -289,9 +289,7 @@ public sealed class ProjectionTests : IAsyncLifetime
         await SizeAsync(first, "shared", 4);
         await SizeAsync(second, "shared", 4);
 
-        using var management = _harness.Infrastructure.ManagementClient();
-        var queues = await management.GetFromJsonAsync<JsonElement>($"api/queues/{Uri.EscapeDataString(_harness.VirtualHost)}");
-        var names = queues.EnumerateArray().Select(q => q.GetProperty("name").GetString()).ToHashSet();
+        var names = (await _harness.Infrastructure.QueuesAsync(_harness.VirtualHost)).Select(q => q.GetProperty("name").GetString()).ToHashSet();
         Assert.Contains("segments-cohort-updated-replica-1", names);
         Assert.Contains("segments-cohort-updated-replica-2", names);
         Assert.Contains("segments-user-directory-changed-replica-1", names);
@@ -300,13 +298,7 @@ public sealed class ProjectionTests : IAsyncLifetime
     /// <summary>Polls the replica's directory queue in the management API (its statistics lag a few seconds).</summary>
     private Task<JsonElement> DirectoryQueueAsync(string instanceId, Func<JsonElement, bool> condition, string because) =>
         Eventually.UntilAsync(
-            async () =>
-            {
-                using var management = _harness.Infrastructure.ManagementClient();
-                using var response = await management.GetAsync(
-                    $"api/queues/{Uri.EscapeDataString(_harness.VirtualHost)}/segments-user-directory-changed-{instanceId}");
-                return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonElement>() : default;
-            },
+            async () => await _harness.Infrastructure.QueueAsync(_harness.VirtualHost, $"segments-user-directory-changed-{instanceId}") ?? default,
             q => q.ValueKind == JsonValueKind.Object && condition(q), TimeSpan.FromSeconds(60), because);
 
     private Task<Guid> CreateSegmentOnceKnownAsync(ServiceProcess segments, string cohortId, string because) =>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
+using System.Text.Json;
 using Npgsql;
 using Testcontainers.PostgreSql;
 using Testcontainers.RabbitMq;
@@ -66,6 +67,31 @@ public sealed class Infrastructure
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
             "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{RabbitUser}:{RabbitPassword}")));
         return http;
+    }
+
+    /// <summary>
+    /// The queues of a virtual host as the management API lists them. Its statistics lag a few seconds, and a queue
+    /// just declared may not list its type or consumers yet.
+    /// </summary>
+    public async Task<JsonElement[]> QueuesAsync(string virtualHost)
+    {
+        using var http = ManagementClient();
+        using var doc = JsonDocument.Parse(await http.GetStringAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}"));
+        return [.. doc.RootElement.EnumerateArray().Select(q => q.Clone())];
+    }
+
+    /// <summary>One queue as the management API shows it, or null while it does not exist.</summary>
+    public async Task<JsonElement?> QueueAsync(string virtualHost, string name)
+    {
+        using var http = ManagementClient();
+        using var response = await http.GetAsync($"api/queues/{Uri.EscapeDataString(virtualHost)}/{Uri.EscapeDataString(name)}");
+        if (!response.IsSuccessStatusCode)
+        {
+            return null;
+        }
+
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return doc.RootElement.Clone();
     }
 
     public static string UniqueName(string prefix) =>

@@ -12,10 +12,10 @@ namespace CohortBridge.CohortService.Outbox;
 /// ready CohortUpdated events) and deletes them in the same transaction: at-least-once, in id order per process.
 /// </summary>
 /// <remarks>
-/// Directory rows are published by one replica at a time (<see cref="DirectoryLockKey"/>): each event carries the
-/// identity as read when it is published, and SegmentService keeps the last one it receives. Two replicas reading and
-/// publishing at once could deliver an identity read earlier after one read later (a deleted user back, an identified
-/// one anonymous again). CohortUpdated rows need no such order: their versions order them.
+/// Directory rows are published by one replica at a time (<see cref="OutboxRepository.LockDirectoryPublishingAsync"/>):
+/// each event carries the identity as read when it is published, and SegmentService keeps the last one it receives.
+/// Two replicas reading and publishing at once could deliver an identity read earlier after one read later (a deleted
+/// user back, an identified one anonymous again). CohortUpdated rows need no such order: their versions order them.
 /// </remarks>
 public sealed partial class OutboxDispatcher(
     NpgsqlDataSource dataSource, IBus bus, OutboxSignal signal, IOptions<CohortsOptions> options, ILogger<OutboxDispatcher> logger)
@@ -47,9 +47,6 @@ public sealed partial class OutboxDispatcher(
         }
     }
 
-    /// <summary>Transaction-level advisory lock held while a dispatcher reads and publishes directory rows.</summary>
-    public const long DirectoryLockKey = 727_275;
-
     /// <summary>Publishes one batch of rows; false when the outbox was empty.</summary>
     public async Task<bool> DispatchOnceAsync(CancellationToken ct)
     {
@@ -63,7 +60,7 @@ public sealed partial class OutboxDispatcher(
 
         if (rows.Exists(r => r.CohortUpdated is null))
         {
-            await OutboxRepository.LockDirectoryPublishingAsync(conn, tx, DirectoryLockKey, ct);
+            await OutboxRepository.LockDirectoryPublishingAsync(conn, tx, ct);
         }
 
         var batchSize = Math.Max(1, options.Value.DirectoryBatchSize);

@@ -60,11 +60,14 @@ public static class OutboxRepository
         return (await conn.QueryAsync<OutboxRow>(new CommandDefinition(sql, new { limit }, tx, cancellationToken: ct))).AsList();
     }
 
+    /// <summary>Transaction-level advisory lock held while a dispatcher reads and publishes directory rows.</summary>
+    public const long DirectoryLockKey = 727_275;
+
     /// <summary>Waits until no other dispatcher publishes directory rows; held until the caller's transaction ends.</summary>
-    public static Task LockDirectoryPublishingAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long key, CancellationToken ct)
+    public static Task LockDirectoryPublishingAsync(NpgsqlConnection conn, NpgsqlTransaction tx, CancellationToken ct)
     {
         const string sql = "SELECT pg_advisory_xact_lock(@key)";
-        return conn.ExecuteAsync(new CommandDefinition(sql, new { key }, tx, cancellationToken: ct));
+        return conn.ExecuteAsync(new CommandDefinition(sql, new { key = DirectoryLockKey }, tx, cancellationToken: ct));
     }
 
     public static Task DeleteAsync(NpgsqlConnection conn, NpgsqlTransaction tx, long[] ids, CancellationToken ct)
