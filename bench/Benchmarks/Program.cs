@@ -149,12 +149,14 @@ for (var i = 0; i < 200; i++)
     httpTimes.Add(t.Elapsed.TotalMilliseconds);
 }
 
-figures["segment_eval_ms"] = Math.Round(inService.MedianMs, 4);
+figures["segment_eval_ms"] = Math.Round(inService.CountMedianMs, 4);
+figures["segment_members_eval_ms"] = Math.Round(inService.MembersMedianMs, 4);
 figures["segment_eval_sql_ms"] = Math.Round(sqlMs, 2);
-figures["segment_eval_speedup_ratio"] = Math.Round(sqlMs / inService.MedianMs);
+figures["segment_eval_speedup_ratio"] = Math.Round(sqlMs / inService.CountMedianMs);
 figures["segment_size_http_p50_ms"] = Math.Round(Stats.Median(httpTimes), 3);
 figures["projection_bytes_per_member"] = Math.Round(inService.BytesPerMember, 4);
-Row("segment evaluation", $"{F(inService.MedianMs * 1000, "F0")} µs in process", $"(size {F(inService.Size)}; SQL {F(sqlMs, "F0")} ms; speed-up x{F(sqlMs / inService.MedianMs)}; HTTP size call p50 {F(Stats.Median(httpTimes), "F2")} ms)");
+Row("segment evaluation", $"{F(inService.CountMedianMs * 1000, "F0")} µs in process", $"(size {F(inService.Size)} counted as the size query does; SQL {F(sqlMs, "F0")} ms; speed-up x{F(sqlMs / inService.CountMedianMs)}; HTTP size call p50 {F(Stats.Median(httpTimes), "F2")} ms; target < 1 ms, >= x1,000)");
+Row("segment member set", $"{F(inService.MembersMedianMs * 1000, "F0")} µs in process", "(the bitmap the member stream writes from)");
 Row("projection size", $"{F(inService.BytesPerMember, "F3")} bytes/member", "(serialized bitmaps of the three cohorts; target <= 1)");
 
 // 6. Membership checks over HTTP.
