@@ -8,6 +8,15 @@ public sealed record UserDirectoryChanged
 {
     public required string WorkspaceId { get; init; }
     public required IReadOnlyList<DirectoryUser> Users { get; init; }
+
+    /// <summary>
+    /// The workspace's directory version when the identities were read (CohortService moves it on with every
+    /// directory write): the entries are at least that recent. A consumer keeps each user's highest version and skips
+    /// entries below it, so an older event delivered late (a replay from an error queue) cannot bring back an identity
+    /// that has since changed or a user since deleted. 0 means unknown (a publisher from before versions).
+    /// </summary>
+    public long DirectoryVersion { get; init; }
+
     public required DateTimeOffset OccurredAt { get; init; }
 }
 

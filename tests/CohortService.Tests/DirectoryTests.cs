@@ -80,6 +80,29 @@ public sealed class DirectoryTests(SharedCohortService host)
     }
 
     [Fact]
+    public async Task DirectoryEventsAndStream_CarryTheDirectoryVersionTheyWereReadAt()
+    {
+        // Every directory write moves the workspace's version on; each event and the whole-directory read carry the
+        // version read before their users, so that SegmentService can tell an older identity from a newer one.
+        var ws = NewWorkspace();
+        await host.UpsertAsync(ws, """{"external_id":"first"}""");
+        await host.UpsertAsync(ws, """{"external_id":"second"}""");
+        using (var delete = await host.Admin.DeleteAsync($"admin/workspaces/{ws}/users/first"))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, delete.StatusCode);
+        }
+
+        var deletion = await Eventually.UntilAsync(
+            () => Task.FromResult(host.DirectoryChanges.FirstOrDefault(d => d.WorkspaceId == ws && d.Users.Any(u => u.Deleted))),
+            d => d is not null, because: "UserDirectoryChanged with the deletion");
+        Assert.Equal(3, deletion!.DirectoryVersion);
+        Assert.All(host.DirectoryChanges.Where(d => d.WorkspaceId == ws), d => Assert.InRange(d.DirectoryVersion, 1, 3));
+
+        using var stream = await host.Admin.GetAsync($"internal/workspaces/{ws}/directory");
+        Assert.Equal("3", Assert.Single(stream.Headers.GetValues("X-Directory-Version")));
+    }
+
+    [Fact]
     public async Task BulkUpsert_IdentifiersOfDifferentUsers_RejectsTheConflictingLine()
     {
         var ws = NewWorkspace();

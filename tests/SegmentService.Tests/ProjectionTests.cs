@@ -260,6 +260,37 @@ public sealed class ProjectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Replay_OlderDirectoryEventAfterDeletion_UserStaysDeleted_AlsoAfterRestart()
+    {
+        // An SRE moves a directory event back from an error queue after the user was deleted: the event's identity is
+        // older than the deletion and must not bring the user back, in memory or in the persisted copy.
+        var created = Cohorts.Users(_ws, Enumerable.Range(0, 10).Select(i => new DirectoryUser { Ordinal = i, ExternalId = $"u{i}", Identified = true }).ToArray());
+        await _harness.PublishAsync(created);
+        Cohorts.Change(_ws, Partner, "all", add: [.. Enumerable.Range(0, 10)]);
+        var segments = await _harness.StartAsync("replay");
+        var id = await CreateSegmentOnceKnownAsync(segments, "all", "the catch-up reads the cohort");
+        await MemberBecomesAsync(segments, id, "u5", expected: true);
+        await _harness.PublishAsync(Cohorts.Users(_ws, new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true, Deleted = true }));
+        await MemberBecomesAsync(segments, id, "u5", expected: false);
+
+        await _harness.PublishAsync(created);
+        await Eventually.UntilAsync(
+            () => Task.FromResult(segments.Output.Contains($"Skipped 1 directory entries of {_ws} at version {created.DirectoryVersion}", StringComparison.Ordinal)),
+            because: "the replayed event has been consumed");
+        await MemberBecomesAsync(segments, id, "u5", expected: false);
+        await MemberBecomesAsync(segments, id, "u4", expected: true);
+
+        await segments.StopAsync();
+        var restarted = await _harness.StartAsync("replay");
+        await _harness.PublishAsync(created);
+        await Eventually.UntilAsync(
+            () => Task.FromResult(restarted.Output.Contains($"Skipped 1 directory entries of {_ws} at version {created.DirectoryVersion}", StringComparison.Ordinal)),
+            because: "the replica reloaded the deletion's version and skips the replay again");
+        await MemberBecomesAsync(restarted, id, "u5", expected: false);
+        await MemberBecomesAsync(restarted, id, "u4", expected: true);
+    }
+
+    [Fact]
     public async Task Startup_DirectoryReadStalls_AbandonedRetriedAndEventsApplyAfter()
     {
         // Directory events wait for a whole-directory read: a stream that stops sending must not hold them for ever.

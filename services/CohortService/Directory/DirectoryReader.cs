@@ -19,18 +19,27 @@ public static class DirectoryReader
         """;
 
     /// <summary>
-    /// The users with these ordinals, in ordinal order: three set-based reads (users, aliases, device ids) in one round
-    /// trip, by an ordinal range when the ordinals are dense (a bulk upload's new users), else by the ordinal list.
+    /// The workspace's directory version, read before the users: under read committed each later statement sees at
+    /// least this state, so the identities read after it are at least this recent (see
+    /// <see cref="UserDirectoryChanged.DirectoryVersion"/>). Every directory write moves it on under the workspace lock.
     /// </summary>
-    public static async Task<List<DirectoryUser>> UsersAsync(
+    public const string VersionSql = "SELECT COALESCE((SELECT directory_version FROM workspaces WHERE workspace_id = @ws), 0);";
+
+    /// <summary>
+    /// The users with these ordinals, in ordinal order, and the directory version read before them (one statement
+    /// before the three set-based reads of users, aliases and device ids, all in one round trip), by an ordinal range
+    /// when the ordinals are dense (a bulk upload's new users), else by the ordinal list.
+    /// </summary>
+    public static async Task<(long Version, List<DirectoryUser> Users)> UsersAsync(
         NpgsqlConnection conn, NpgsqlTransaction? tx, string ws, int[] ordinals, CancellationToken ct)
     {
         if (ordinals.Length == 0)
         {
-            return [];
+            return (0, []);
         }
 
-        const string byRange = """
+        const string byRange = VersionSql + """
+
             SELECT ordinal, external_id, identified, deleted_at IS NOT NULL AS deleted FROM users
             WHERE workspace_id = @ws AND ordinal BETWEEN @lo AND @hi ORDER BY ordinal;
             SELECT ordinal, alias_name, alias_label FROM user_aliases
@@ -38,7 +47,8 @@ public static class DirectoryReader
             SELECT ordinal, device_id FROM user_devices
             WHERE workspace_id = @ws AND ordinal BETWEEN @lo AND @hi ORDER BY ordinal, device_id;
             """;
-        const string byList = """
+        const string byList = VersionSql + """
+
             SELECT ordinal, external_id, identified, deleted_at IS NOT NULL AS deleted FROM users
             WHERE workspace_id = @ws AND ordinal = ANY(@ordinals) ORDER BY ordinal;
             SELECT ordinal, alias_name, alias_label FROM user_aliases
@@ -50,6 +60,7 @@ public static class DirectoryReader
         var dense = (long)hi - lo + 1 <= 2L * ordinals.Length;
         await using var results = await conn.QueryMultipleAsync(new CommandDefinition(
             dense ? byRange : byList, new { ws, lo, hi, ordinals }, tx, cancellationToken: ct));
+        var version = await results.ReadSingleAsync<long>();
         var users = (await results.ReadAsync<UserRow>()).AsList();
         var aliases = (await results.ReadAsync<(int Ordinal, string AliasName, string AliasLabel)>()).AsList();
         var devices = (await results.ReadAsync<(int Ordinal, string DeviceId)>()).AsList();
@@ -95,8 +106,12 @@ public static class DirectoryReader
             }
         }
 
-        return list;
+        return (version, list);
     }
+
+    /// <summary>The workspace's directory version (0 for a workspace without one), to read before a whole-directory read.</summary>
+    public static Task<long> VersionAsync(NpgsqlConnection conn, string ws, CancellationToken ct) =>
+        conn.ExecuteScalarAsync<long>(new CommandDefinition(VersionSql, new { ws }, cancellationToken: ct));
 
     /// <summary>Every user of the workspace (deleted ones flagged), in ordinal order, streamed from one query.</summary>
     public static async IAsyncEnumerable<DirectoryUser> AllAsync(

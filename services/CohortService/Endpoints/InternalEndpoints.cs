@@ -74,6 +74,10 @@ public static class InternalEndpoints
         var ws = RawPath.Segment(context, 2);
         context.Response.ContentType = "application/x-ndjson";
         await using var conn = await dataSource.OpenConnectionAsync(ct);
+
+        // Read before the users: every identity streamed is at least this recent (UserDirectoryChanged.DirectoryVersion).
+        var version = await DirectoryReader.VersionAsync(conn, ws, ct);
+        context.Response.Headers["X-Directory-Version"] = version.ToString(System.Globalization.CultureInfo.InvariantCulture);
         await foreach (var user in DirectoryReader.AllAsync(conn, ws, ct))
         {
             await WriteLineAsync(context.Response.Body, user, ct);

@@ -74,11 +74,12 @@ public sealed partial class OutboxDispatcher(
 
             foreach (var chunk in (row.Ordinals ?? []).Chunk(batchSize))
             {
-                var users = await DirectoryReader.UsersAsync(conn, tx, row.WorkspaceId, chunk, ct);
+                var (version, users) = await DirectoryReader.UsersAsync(conn, tx, row.WorkspaceId, chunk, ct);
                 await bus.Publish(new UserDirectoryChanged
                 {
                     WorkspaceId = row.WorkspaceId,
                     Users = users,
+                    DirectoryVersion = version,
                     OccurredAt = DateTimeOffset.UtcNow,
                 }, ct);
             }

@@ -60,24 +60,31 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         }
     }
 
-    /// <summary>Upserts users' identities (binary COPY into a staging table, then one INSERT … ON CONFLICT).</summary>
-    public async Task SaveDirectoryUsersAsync(string workspaceId, IReadOnlyCollection<DirectoryUser> users, bool markLoaded, CancellationToken ct)
+    /// <summary>
+    /// Upserts users' identities (binary COPY into a staging table, then one INSERT … ON CONFLICT); an entry older than
+    /// the stored one (a lower directory version; 0 counts as current) leaves it as it is, as in memory.
+    /// </summary>
+    public async Task SaveDirectoryUsersAsync(string workspaceId, IReadOnlyCollection<VersionedUser> users, bool markLoaded, CancellationToken ct)
     {
         const string createStaging = """
             CREATE TEMP TABLE directory_staging (
-                ordinal integer, external_id text, aliases jsonb, device_ids jsonb, identified boolean, deleted boolean
+                ordinal integer, external_id text, aliases jsonb, device_ids jsonb, identified boolean, deleted boolean,
+                directory_version bigint
             ) ON COMMIT DROP
             """;
         const string copy = """
-            COPY directory_staging (ordinal, external_id, aliases, device_ids, identified, deleted) FROM STDIN (FORMAT BINARY)
+            COPY directory_staging (ordinal, external_id, aliases, device_ids, identified, deleted, directory_version)
+            FROM STDIN (FORMAT BINARY)
             """;
         const string merge = """
-            INSERT INTO directory_users (workspace_id, ordinal, external_id, aliases, device_ids, identified, deleted)
-            SELECT DISTINCT ON (ordinal) @WorkspaceId, ordinal, external_id, aliases, device_ids, identified, deleted
+            INSERT INTO directory_users (workspace_id, ordinal, external_id, aliases, device_ids, identified, deleted, directory_version)
+            SELECT DISTINCT ON (ordinal) @WorkspaceId, ordinal, external_id, aliases, device_ids, identified, deleted, directory_version
               FROM directory_staging
             ON CONFLICT (workspace_id, ordinal) DO UPDATE
                SET external_id = excluded.external_id, aliases = excluded.aliases, device_ids = excluded.device_ids,
-                   identified = excluded.identified, deleted = excluded.deleted
+                   identified = excluded.identified, deleted = excluded.deleted,
+                   directory_version = GREATEST(directory_users.directory_version, excluded.directory_version)
+             WHERE excluded.directory_version = 0 OR excluded.directory_version >= directory_users.directory_version
             """;
 
         await using var conn = await dataSource.OpenConnectionAsync(ct);
@@ -86,7 +93,7 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         await using (var writer = await conn.BeginBinaryImportAsync(copy, ct))
         {
             // Later entries for one ordinal win: write them in reverse so DISTINCT ON keeps the last one.
-            foreach (var user in users.Reverse())
+            foreach (var (user, version) in users.Reverse())
             {
                 await writer.StartRowAsync(ct);
                 await writer.WriteAsync(user.Ordinal, NpgsqlDbType.Integer, ct);
@@ -103,6 +110,7 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
                 await writer.WriteAsync(JsonSerializer.Serialize(user.DeviceIds, PlatformJson.Options), NpgsqlDbType.Jsonb, ct);
                 await writer.WriteAsync(user.Identified, NpgsqlDbType.Boolean, ct);
                 await writer.WriteAsync(user.Deleted, NpgsqlDbType.Boolean, ct);
+                await writer.WriteAsync(version, NpgsqlDbType.Bigint, ct);
             }
 
             await writer.CompleteAsync(ct);
@@ -143,14 +151,17 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         return rows.ToHashSet(StringComparer.Ordinal);
     }
 
-    /// <summary>Streams every live user's identity, ordered by workspace.</summary>
-    public async IAsyncEnumerable<(string WorkspaceId, DirectoryUser User)> LoadDirectoryAsync(
+    /// <summary>
+    /// Streams every live user's identity, and deleted users that have a version (so that older entries cannot bring
+    /// them back after a restart), ordered by workspace.
+    /// </summary>
+    public async IAsyncEnumerable<(string WorkspaceId, VersionedUser User)> LoadDirectoryAsync(
         [EnumeratorCancellation] CancellationToken ct)
     {
         const string sql = """
-            SELECT workspace_id, ordinal, external_id, aliases::text, device_ids::text, identified
+            SELECT workspace_id, ordinal, external_id, aliases::text, device_ids::text, identified, deleted, directory_version
               FROM directory_users
-             WHERE NOT deleted
+             WHERE NOT deleted OR directory_version > 0
              ORDER BY workspace_id
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);
@@ -158,14 +169,16 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         await using var reader = await cmd.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
         {
-            yield return (reader.GetString(0), new DirectoryUser
+            var user = new DirectoryUser
             {
                 Ordinal = reader.GetInt32(1),
                 ExternalId = reader.IsDBNull(2) ? null : reader.GetString(2),
                 Aliases = JsonSerializer.Deserialize<List<UserAlias>>(reader.GetString(3), PlatformJson.Options) ?? [],
                 DeviceIds = JsonSerializer.Deserialize<List<string>>(reader.GetString(4), PlatformJson.Options) ?? [],
                 Identified = reader.GetBoolean(5),
-            });
+                Deleted = reader.GetBoolean(6),
+            };
+            yield return (reader.GetString(0), new VersionedUser(user, reader.GetInt64(7)));
         }
     }
 }

@@ -116,7 +116,7 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IO
         return await response.Content.ReadFromJsonAsync<CohortChanges>(PlatformJson.Options, ct);
     }
 
-    public async IAsyncEnumerable<DirectoryUser> GetDirectoryAsync(string workspaceId, [EnumeratorCancellation] CancellationToken ct)
+    public async IAsyncEnumerable<VersionedUser> GetDirectoryAsync(string workspaceId, [EnumeratorCancellation] CancellationToken ct)
     {
         using var http = Http();
         using var response = await http.GetAsync(
@@ -127,6 +127,11 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IO
         }
 
         response.EnsureSuccessStatusCode();
+
+        // The directory version read before the users (none from a CohortService before versions: 0, unknown).
+        var version = response.Headers.TryGetValues("X-Directory-Version", out var values)
+            ? long.Parse(values.First(), NumberStyles.None, CultureInfo.InvariantCulture)
+            : 0;
         var idleTimeout = TimeSpan.FromSeconds(options.Value.DirectoryReadIdleSeconds);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
         idle.CancelAfter(idleTimeout);
@@ -155,7 +160,7 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IO
                 idle.CancelAfter(idleTimeout);
             }
 
-            yield return users.Current;
+            yield return new VersionedUser(users.Current, version);
         }
     }
 

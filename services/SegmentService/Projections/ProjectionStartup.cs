@@ -71,7 +71,7 @@ public sealed partial class ProjectionStartup(
 
                 var users = 0;
                 string? currentWorkspace = null;
-                var batch = new List<Contracts.DirectoryUser>();
+                var batch = new List<VersionedUser>();
                 await foreach (var (workspaceId, user) in repository.LoadDirectoryAsync(ct))
                 {
                     if (workspaceId != currentWorkspace || batch.Count == 100_000)
@@ -81,7 +81,7 @@ public sealed partial class ProjectionStartup(
                     }
 
                     batch.Add(user);
-                    users++;
+                    users += user.User.Deleted ? 0 : 1;
                 }
 
                 Flush(currentWorkspace, batch);
@@ -96,7 +96,7 @@ public sealed partial class ProjectionStartup(
         }
     }
 
-    private void Flush(string? workspaceId, List<Contracts.DirectoryUser> batch)
+    private void Flush(string? workspaceId, List<VersionedUser> batch)
     {
         if (workspaceId is not null && batch.Count > 0)
         {

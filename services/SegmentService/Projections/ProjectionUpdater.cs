@@ -120,8 +120,12 @@ public sealed partial class ProjectionUpdater(
         await workspace.DirectoryLock.WaitAsync(ct);
         try
         {
-            await repository.SaveDirectoryUsersAsync(message.WorkspaceId, message.Users.ToList(), markLoaded: _directoriesComplete, ct);
-            workspace.Directory.Apply(message.Users);
+            var users = message.Users.Select(u => new VersionedUser(u, message.DirectoryVersion)).ToList();
+            await repository.SaveDirectoryUsersAsync(message.WorkspaceId, users, markLoaded: _directoriesComplete, ct);
+            if (workspace.Directory.Apply(users) is > 0 and var stale)
+            {
+                LogStaleEntries(message.WorkspaceId, stale, message.DirectoryVersion);
+            }
         }
         finally
         {
@@ -152,7 +156,8 @@ public sealed partial class ProjectionUpdater(
     /// Reads a workspace's whole directory from CohortService (first start of a replica). Its directory events wait
     /// meanwhile (they hold the queue, whose consumer runs one at a time): CohortService reads the directory in one
     /// snapshot taken when the read starts, and every change after it comes as an event, carrying the user's whole
-    /// identity, after the read.
+    /// identity, after the read. (Directory versions would order them anyway; the wait keeps that true for events
+    /// from a CohortService that sends none.)
     /// </summary>
     public async Task LoadDirectoryAsync(string workspaceId, CancellationToken ct)
     {
@@ -161,7 +166,7 @@ public sealed partial class ProjectionUpdater(
         await workspace.DirectoryLock.WaitAsync(ct);
         try
         {
-            var batch = new List<DirectoryUser>(batchSize);
+            var batch = new List<VersionedUser>(batchSize);
             var total = 0;
             await foreach (var user in cohortService.GetDirectoryAsync(workspaceId, ct))
             {
@@ -171,7 +176,7 @@ public sealed partial class ProjectionUpdater(
                     await repository.SaveDirectoryUsersAsync(workspaceId, batch, markLoaded: false, ct);
                     workspace.Directory.Apply(batch);
                     total += batch.Count;
-                    batch = new List<DirectoryUser>(batchSize);
+                    batch = new List<VersionedUser>(batchSize);
                 }
             }
 
@@ -284,4 +289,8 @@ public sealed partial class ProjectionUpdater(
     [LoggerMessage(EventId = 104, Level = LogLevel.Information,
         Message = "Loaded the directory of {WorkspaceId} from CohortService: {UserCount} users")]
     private partial void LogDirectoryLoaded(string workspaceId, int userCount);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Information,
+        Message = "Skipped {Count} directory entries of {WorkspaceId} at version {Version}: newer identities are held (a late or replayed event)")]
+    private partial void LogStaleEntries(string workspaceId, int count, long version);
 }

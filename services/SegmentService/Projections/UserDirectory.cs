@@ -7,6 +7,12 @@ namespace CohortBridge.SegmentService.Projections;
 public readonly record struct MemberIdentity(string? ExternalId, UserAlias? Alias, string? DeviceId);
 
 /// <summary>
+/// A user's identity and the directory version it is at least as recent as
+/// (<see cref="UserDirectoryChanged.DirectoryVersion"/>; 0 = unknown).
+/// </summary>
+public readonly record struct VersionedUser(DirectoryUser User, long Version);
+
+/// <summary>
 /// A workspace's user directory as SegmentService needs it: identifier → ordinal with the matching rules of API.md
 /// (external_id and aliases for identified users; device_ids and aliases for anonymous users only), ordinal → the
 /// identifier to print, and the set of live users. Lookups take a read lock; a batch of changes takes the write lock
@@ -28,9 +34,13 @@ public sealed class UserDirectory
     private int _count;
     private volatile RoaringBitmap _live = new();
 
-    /// <summary>A live user's identifiers; arrays only where the user has any (most have none).</summary>
+    /// <summary>
+    /// A live user's identifiers; arrays only where the user has any (most have none). A deleted user keeps only its
+    /// version, so that an older entry arriving late cannot bring it back.
+    /// </summary>
     private struct Entry
     {
+        public long Version;
         public bool Present;
         public bool Identified;
         public string? ExternalId;
@@ -81,14 +91,21 @@ public sealed class UserDirectory
         }
     }
 
-    /// <summary>Applies users' full current identities (creations, identifications, changes, deletions).</summary>
-    public void Apply(IEnumerable<DirectoryUser> users)
+    /// <summary>Applies users' full identities as read at one directory version (0 = unknown).</summary>
+    public int Apply(IEnumerable<DirectoryUser> users, long version) => Apply(users.Select(u => new VersionedUser(u, version)));
+
+    /// <summary>
+    /// Applies users' full identities (creations, identifications, changes, deletions). An entry older than the one
+    /// held (a lower version; 0 counts as current) is skipped; returns how many were.
+    /// </summary>
+    public int Apply(IEnumerable<VersionedUser> users)
     {
+        var stale = 0;
         _lock.EnterWriteLock();
         try
         {
             var live = _live.Clone();
-            foreach (var user in users)
+            foreach (var (user, version) in users)
             {
                 if (user.Ordinal < 0)
                 {
@@ -96,13 +113,20 @@ public sealed class UserDirectory
                 }
 
                 ref var entry = ref Slot(user.Ordinal);
+                if (version != 0 && version < entry.Version)
+                {
+                    stale++;
+                    continue;
+                }
+
+                var kept = Math.Max(version, entry.Version);
                 if (entry.Present)
                 {
                     Unindex(entry, user.Ordinal);
-                    entry = default;
                     _count--;
                 }
 
+                entry = new Entry { Version = kept };
                 if (user.Deleted)
                 {
                     live.Remove(user.Ordinal);
@@ -111,6 +135,7 @@ public sealed class UserDirectory
 
                 entry = new Entry
                 {
+                    Version = kept,
                     Present = true,
                     Identified = user.Identified || user.ExternalId is not null,
                     ExternalId = user.ExternalId,
@@ -128,6 +153,8 @@ public sealed class UserDirectory
         {
             _lock.ExitWriteLock();
         }
+
+        return stale;
     }
 
     private static MemberIdentity IdentityOf(in Entry user) =>

@@ -33,15 +33,25 @@ public sealed class UserDirectoryPropertyTests
     [Fact]
     public void Apply_RandomBatches_AnswersAsTheModel()
     {
-        User.Array[1, 12].Array[1, 8].Sample(batches =>
+        // Versions go up and down between batches, as events arrive late or are replayed; 0 is a publisher without them.
+        Gen.Select(User.Array[1, 12], Gen.Long[0, 6]).Array[1, 8].Sample(batches =>
         {
             var directory = new UserDirectory();
             var model = new Dictionary<int, DirectoryUser>();
-            foreach (var batch in batches)
+            var versions = new Dictionary<int, long>();
+            foreach (var (batch, version) in batches)
             {
-                directory.Apply(batch);
+                var expectedStale = 0;
                 foreach (var user in batch)
                 {
+                    var held = versions.GetValueOrDefault(user.Ordinal);
+                    if (version != 0 && version < held)
+                    {
+                        expectedStale++;
+                        continue;
+                    }
+
+                    versions[user.Ordinal] = Math.Max(version, held);
                     if (user.Deleted)
                     {
                         model.Remove(user.Ordinal);
@@ -52,9 +62,27 @@ public sealed class UserDirectoryPropertyTests
                     }
                 }
 
-                AssertSame(model, directory, batches.SelectMany(b => b));
+                Assert.Equal(expectedStale, directory.Apply(batch, version));
+                AssertSame(model, directory, batches.SelectMany(b => b.Item1));
             }
         }, iter: 300);
+    }
+
+    [Fact]
+    public void Apply_OlderEntryAfterDeletion_KeepsTheUserDeleted()
+    {
+        var directory = new UserDirectory();
+        var user = new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true };
+        directory.Apply([user], 3);
+        directory.Apply([user with { Deleted = true }], 4);
+
+        Assert.Equal(1, directory.Apply([user], 3));
+        Assert.Null(directory.FindByExternalId("u5"));
+        Assert.Empty(directory.LiveUsers.ToArray());
+
+        // An identity from a later version (an external_id re-used after the deletion) applies.
+        Assert.Equal(0, directory.Apply([user with { ExternalId = "u5-again" }], 5));
+        Assert.Equal(5, directory.FindByExternalId("u5-again"));
     }
 
     private static void AssertSame(Dictionary<int, DirectoryUser> model, UserDirectory directory, IEnumerable<DirectoryUser> seen)

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Text.Json;
@@ -20,6 +21,7 @@ public sealed class FakeCohortService : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ConcurrentDictionary<(string Ws, string Partner, string CohortId), CohortModel> _cohorts = new();
     private readonly ConcurrentDictionary<(string Ws, int Ordinal), DirectoryUser> _directory = new();
+    private readonly Dictionary<string, long> _directoryVersions = [];
     private readonly ConcurrentQueue<string> _requests = new();
 
     private FakeCohortService(WebApplication app, int port)
@@ -97,15 +99,22 @@ public sealed class FakeCohortService : IAsyncDisposable
 
     public IReadOnlySet<int> MembersOf(string ws, string partner, string cohortId) => _cohorts[(ws, partner, cohortId)].Members.ToHashSet();
 
-    /// <summary>Upserts users and returns the UserDirectoryChanged CohortService would publish.</summary>
+    /// <summary>
+    /// Upserts users and returns the UserDirectoryChanged CohortService would publish: one directory write, so the
+    /// workspace's directory version moves on by one and the event carries it.
+    /// </summary>
     public UserDirectoryChanged Users(string ws, params DirectoryUser[] users)
     {
-        foreach (var u in users)
+        lock (_directoryVersions)
         {
-            _directory[(ws, u.Ordinal)] = u;
-        }
+            foreach (var u in users)
+            {
+                _directory[(ws, u.Ordinal)] = u;
+            }
 
-        return new UserDirectoryChanged { WorkspaceId = ws, Users = users, OccurredAt = DateTimeOffset.UtcNow };
+            var version = _directoryVersions[ws] = _directoryVersions.GetValueOrDefault(ws) + 1;
+            return new UserDirectoryChanged { WorkspaceId = ws, Users = users, DirectoryVersion = version, OccurredAt = DateTimeOffset.UtcNow };
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -164,7 +173,15 @@ public sealed class FakeCohortService : IAsyncDisposable
             var hold = HoldNextDirectoryRead;
             HoldNextDirectoryRead = null;
             context.Response.ContentType = "application/x-ndjson";
-            foreach (var user in _directory.Where(d => d.Key.Ws == ws).Select(d => d.Value).OrderBy(u => u.Ordinal).ToList())
+            List<DirectoryUser> users;
+            lock (_directoryVersions)
+            {
+                // As CohortService: the version, then the users, from one state of the directory.
+                context.Response.Headers["X-Directory-Version"] = _directoryVersions.GetValueOrDefault(ws).ToString(CultureInfo.InvariantCulture);
+                users = [.. _directory.Where(d => d.Key.Ws == ws).Select(d => d.Value).OrderBy(u => u.Ordinal)];
+            }
+
+            foreach (var user in users)
             {
                 await context.Response.WriteAsync(JsonSerializer.Serialize(user, PlatformJson.Options) + "\n");
                 if (hold is not null)
