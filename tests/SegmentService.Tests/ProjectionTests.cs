@@ -273,21 +273,21 @@ public sealed class ProjectionTests : IAsyncLifetime
         await _harness.PublishAsync(Cohorts.Users(_ws, new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true, Deleted = true }));
         await MemberBecomesAsync(segments, id, "u5", expected: false);
 
-        await _harness.PublishAsync(created);
-        await Eventually.UntilAsync(
-            () => Task.FromResult(segments.Output.Contains($"Skipped 1 directory entries of {_ws} at version {created.DirectoryVersion}", StringComparison.Ordinal)),
-            because: "the replayed event has been consumed");
-        await MemberBecomesAsync(segments, id, "u5", expected: false);
-        await MemberBecomesAsync(segments, id, "u4", expected: true);
+        await ReplayAndAssertSkippedAsync(segments, "the replayed event has been consumed");
 
         await segments.StopAsync();
         var restarted = await _harness.StartAsync("replay");
-        await _harness.PublishAsync(created);
-        await Eventually.UntilAsync(
-            () => Task.FromResult(restarted.Output.Contains($"Skipped 1 directory entries of {_ws} at version {created.DirectoryVersion}", StringComparison.Ordinal)),
-            because: "the replica reloaded the deletion's version and skips the replay again");
-        await MemberBecomesAsync(restarted, id, "u5", expected: false);
-        await MemberBecomesAsync(restarted, id, "u4", expected: true);
+        await ReplayAndAssertSkippedAsync(restarted, "the replica reloaded the deletion's version and skips the replay again");
+
+        async Task ReplayAndAssertSkippedAsync(ServiceProcess replica, string because)
+        {
+            await _harness.PublishAsync(created);
+            await Eventually.UntilAsync(
+                () => Task.FromResult(replica.Output.Contains($"Skipped 1 directory entries of {_ws} at version {created.DirectoryVersion}", StringComparison.Ordinal)),
+                because: because);
+            await MemberBecomesAsync(replica, id, "u5", expected: false);
+            await MemberBecomesAsync(replica, id, "u4", expected: true);
+        }
     }
 
     [Fact]
