@@ -13,7 +13,8 @@ public sealed record UserDirectoryChanged
     /// The workspace's directory version when the identities were read (CohortService moves it on with every
     /// directory write): the entries are at least that recent. A consumer keeps each user's highest version and skips
     /// entries below it, so an older event delivered late (a replay from an error queue) cannot bring back an identity
-    /// that has since changed or a user since deleted. 0 means unknown (a publisher from before versions).
+    /// that has since changed or a user since deleted. 0 means unknown (a publisher from before versions). A deleted
+    /// user never comes back in CohortService (an identifier used again gets a new ordinal).
     /// </summary>
     public long DirectoryVersion { get; init; }
 

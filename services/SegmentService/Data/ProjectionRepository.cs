@@ -61,30 +61,33 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
     }
 
     /// <summary>
-    /// Upserts users' identities (binary COPY into a staging table, then one INSERT … ON CONFLICT); an entry older than
-    /// the stored one (a lower directory version; 0 counts as current) leaves it as it is, as in memory.
+    /// Upserts users' identities (binary COPY into a staging table, then one INSERT … ON CONFLICT) by the rules of
+    /// <see cref="UserDirectory.Apply(IEnumerable{VersionedUser})"/>: an entry with a lower directory version than the
+    /// stored one (0 counts as current), or for a user stored as deleted, leaves the row as it is.
     /// </summary>
     public async Task SaveDirectoryUsersAsync(string workspaceId, IReadOnlyCollection<VersionedUser> users, bool markLoaded, CancellationToken ct)
     {
         const string createStaging = """
             CREATE TEMP TABLE directory_staging (
                 ordinal integer, external_id text, aliases jsonb, device_ids jsonb, identified boolean, deleted boolean,
-                directory_version bigint
+                directory_version bigint, position integer
             ) ON COMMIT DROP
             """;
         const string copy = """
-            COPY directory_staging (ordinal, external_id, aliases, device_ids, identified, deleted, directory_version)
+            COPY directory_staging (ordinal, external_id, aliases, device_ids, identified, deleted, directory_version, position)
             FROM STDIN (FORMAT BINARY)
             """;
         const string merge = """
             INSERT INTO directory_users (workspace_id, ordinal, external_id, aliases, device_ids, identified, deleted, directory_version)
             SELECT DISTINCT ON (ordinal) @WorkspaceId, ordinal, external_id, aliases, device_ids, identified, deleted, directory_version
               FROM directory_staging
+             ORDER BY ordinal, position DESC
             ON CONFLICT (workspace_id, ordinal) DO UPDATE
                SET external_id = excluded.external_id, aliases = excluded.aliases, device_ids = excluded.device_ids,
                    identified = excluded.identified, deleted = excluded.deleted,
                    directory_version = GREATEST(directory_users.directory_version, excluded.directory_version)
-             WHERE excluded.directory_version = 0 OR excluded.directory_version >= directory_users.directory_version
+             WHERE NOT directory_users.deleted
+               AND (excluded.directory_version = 0 OR excluded.directory_version >= directory_users.directory_version)
             """;
 
         await using var conn = await dataSource.OpenConnectionAsync(ct);
@@ -92,8 +95,9 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         await conn.ExecuteAsync(new CommandDefinition(createStaging, transaction: tx, cancellationToken: ct));
         await using (var writer = await conn.BeginBinaryImportAsync(copy, ct))
         {
-            // Later entries for one ordinal win: write them in reverse so DISTINCT ON keeps the last one.
-            foreach (var (user, version) in users.Reverse())
+            // Later entries for one ordinal win: DISTINCT ON keeps the highest position.
+            var position = 0;
+            foreach (var (user, version) in users)
             {
                 await writer.StartRowAsync(ct);
                 await writer.WriteAsync(user.Ordinal, NpgsqlDbType.Integer, ct);
@@ -111,6 +115,7 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
                 await writer.WriteAsync(user.Identified, NpgsqlDbType.Boolean, ct);
                 await writer.WriteAsync(user.Deleted, NpgsqlDbType.Boolean, ct);
                 await writer.WriteAsync(version, NpgsqlDbType.Bigint, ct);
+                await writer.WriteAsync(position++, NpgsqlDbType.Integer, ct);
             }
 
             await writer.CompleteAsync(ct);
@@ -152,8 +157,8 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
     }
 
     /// <summary>
-    /// Streams every live user's identity, and deleted users that have a version (so that older entries cannot bring
-    /// them back after a restart), ordered by workspace.
+    /// Streams every user's identity, deleted users included (their tombstones keep late entries from bringing them
+    /// back after a restart), ordered by workspace.
     /// </summary>
     public async IAsyncEnumerable<(string WorkspaceId, VersionedUser User)> LoadDirectoryAsync(
         [EnumeratorCancellation] CancellationToken ct)
@@ -161,7 +166,6 @@ public sealed class ProjectionRepository(NpgsqlDataSource dataSource)
         const string sql = """
             SELECT workspace_id, ordinal, external_id, aliases::text, device_ids::text, identified, deleted, directory_version
               FROM directory_users
-             WHERE NOT deleted OR directory_version > 0
              ORDER BY workspace_id
             """;
         await using var conn = await dataSource.OpenConnectionAsync(ct);

@@ -129,9 +129,12 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IO
         response.EnsureSuccessStatusCode();
 
         // The directory version read before the users (none from a CohortService before versions: 0, unknown).
-        var version = response.Headers.TryGetValues("X-Directory-Version", out var values)
-            ? long.Parse(values.First(), NumberStyles.None, CultureInfo.InvariantCulture)
-            : 0;
+        long version = 0;
+        if (response.Headers.TryGetValues("X-Directory-Version", out var values)
+            && !long.TryParse(values.First(), NumberStyles.None, CultureInfo.InvariantCulture, out version))
+        {
+            throw new InvalidDataException($"CohortService sent an invalid X-Directory-Version: '{values.First()}'.");
+        }
         var idleTimeout = TimeSpan.FromSeconds(options.Value.DirectoryReadIdleSeconds);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
         idle.CancelAfter(idleTimeout);

@@ -291,6 +291,6 @@ public sealed partial class ProjectionUpdater(
     private partial void LogDirectoryLoaded(string workspaceId, int userCount);
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Information,
-        Message = "Skipped {Count} directory entries of {WorkspaceId} at version {Version}: newer identities are held (a late or replayed event)")]
+        Message = "Skipped {Count} directory entries of {WorkspaceId} at version {Version}: newer identities or deletions are held (a late or replayed event)")]
     private partial void LogStaleEntries(string workspaceId, int count, long version);
 }

@@ -35,12 +35,13 @@ public sealed class UserDirectory
     private volatile RoaringBitmap _live = new();
 
     /// <summary>
-    /// A live user's identifiers; arrays only where the user has any (most have none). A deleted user keeps only its
-    /// version, so that an older entry arriving late cannot bring it back.
+    /// A live user's identifiers; arrays only where the user has any (most have none). A deleted user is kept as a
+    /// tombstone, so that an entry arriving late cannot bring it back.
     /// </summary>
     private struct Entry
     {
         public long Version;
+        public bool Deleted;
         public bool Present;
         public bool Identified;
         public string? ExternalId;
@@ -96,7 +97,9 @@ public sealed class UserDirectory
 
     /// <summary>
     /// Applies users' full identities (creations, identifications, changes, deletions). An entry older than the one
-    /// held (a lower version; 0 counts as current) is skipped; returns how many were.
+    /// held (a lower version; 0 counts as current) is skipped, and so is every entry for a deleted user: CohortService
+    /// never brings a deleted user back (an identifier used again names a new ordinal), so a deletion is final whatever
+    /// the versions, including those of events from before versions. Returns how many were skipped.
     /// </summary>
     public int Apply(IEnumerable<VersionedUser> users)
     {
@@ -113,9 +116,10 @@ public sealed class UserDirectory
                 }
 
                 ref var entry = ref Slot(user.Ordinal);
-                if (version != 0 && version < entry.Version)
+                if (entry.Deleted || (version != 0 && version < entry.Version))
                 {
-                    stale++;
+                    // The deletion again (a duplicate) is no news.
+                    stale += entry.Deleted && user.Deleted ? 0 : 1;
                     continue;
                 }
 
@@ -126,7 +130,7 @@ public sealed class UserDirectory
                     _count--;
                 }
 
-                entry = new Entry { Version = kept };
+                entry = new Entry { Version = kept, Deleted = user.Deleted };
                 if (user.Deleted)
                 {
                     live.Remove(user.Ordinal);

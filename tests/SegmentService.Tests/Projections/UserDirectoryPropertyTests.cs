@@ -39,15 +39,17 @@ public sealed class UserDirectoryPropertyTests
             var directory = new UserDirectory();
             var model = new Dictionary<int, DirectoryUser>();
             var versions = new Dictionary<int, long>();
+            var deleted = new HashSet<int>();
             foreach (var (batch, version) in batches)
             {
                 var expectedStale = 0;
                 foreach (var user in batch)
                 {
+                    // A deletion is final (CohortService never revives an ordinal); otherwise the higher version wins.
                     var held = versions.GetValueOrDefault(user.Ordinal);
-                    if (version != 0 && version < held)
+                    if (deleted.Contains(user.Ordinal) || (version != 0 && version < held))
                     {
-                        expectedStale++;
+                        expectedStale += deleted.Contains(user.Ordinal) && user.Deleted ? 0 : 1;
                         continue;
                     }
 
@@ -55,6 +57,7 @@ public sealed class UserDirectoryPropertyTests
                     if (user.Deleted)
                     {
                         model.Remove(user.Ordinal);
+                        deleted.Add(user.Ordinal);
                     }
                     else
                     {
@@ -69,20 +72,24 @@ public sealed class UserDirectoryPropertyTests
     }
 
     [Fact]
-    public void Apply_OlderEntryAfterDeletion_KeepsTheUserDeleted()
+    public void Apply_EntriesAfterDeletion_KeepTheUserDeleted()
     {
         var directory = new UserDirectory();
         var user = new DirectoryUser { Ordinal = 5, ExternalId = "u5", Identified = true };
         directory.Apply([user], 3);
         directory.Apply([user with { Deleted = true }], 4);
 
+        // An older entry (a replayed event), and one from a publisher without versions: the user stays deleted.
         Assert.Equal(1, directory.Apply([user], 3));
+        Assert.Equal(1, directory.Apply([user], 0));
         Assert.Null(directory.FindByExternalId("u5"));
         Assert.Empty(directory.LiveUsers.ToArray());
 
-        // An identity from a later version (an external_id re-used after the deletion) applies.
-        Assert.Equal(0, directory.Apply([user with { ExternalId = "u5-again" }], 5));
-        Assert.Equal(5, directory.FindByExternalId("u5-again"));
+        // CohortService gives an identifier used again a new ordinal; a late entry of the deleted one does not take it.
+        Assert.Equal(0, directory.Apply([new DirectoryUser { Ordinal = 11, ExternalId = "u5", Identified = true }], 5));
+        Assert.Equal(1, directory.Apply([user], 3));
+        Assert.Equal(11, directory.FindByExternalId("u5"));
+        Assert.Equal([11], directory.LiveUsers.ToArray());
     }
 
     private static void AssertSame(Dictionary<int, DirectoryUser> model, UserDirectory directory, IEnumerable<DirectoryUser> seen)
