@@ -1,4 +1,3 @@
-using System.Net.Http.Json;
 using CohortBridge.Testing;
 
 namespace CohortBridge.CohortService.Tests;
@@ -13,18 +12,10 @@ public sealed class QuorumQueueTests
         await using var host = new CohortServiceHost();
         host.Overrides["RabbitMq__QuorumQueues"] = "true";
         await host.StartAsync();
-        using var http = host.Infrastructure.ManagementClient();
-        var vhost = Uri.EscapeDataString(host.VirtualHost);
 
         // A message no consumer can read goes to the error queue, which MassTransit declares on first use.
-        var poison = new
-        {
-            properties = new { content_type = "application/vnd.masstransit+json", delivery_mode = 2 },
-            routing_key = "cohorts-user-profiles-changed",
-            payload = "not json",
-            payload_encoding = "string",
-        };
-        (await http.PostAsJsonAsync($"api/exchanges/{vhost}/amq.default/publish", poison)).EnsureSuccessStatusCode();
+        await host.Infrastructure.PublishToQueueAsync(host.VirtualHost, "cohorts-user-profiles-changed", "not json",
+            new { content_type = "application/vnd.masstransit+json", delivery_mode = 2 });
 
         string[] expected = ["cohorts-cohort-export-received", "cohorts-user-profiles-changed", "cohorts-user-profiles-changed_error"];
         var types = await Eventually.UntilAsync(async () =>

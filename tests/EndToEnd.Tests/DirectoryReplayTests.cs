@@ -58,14 +58,8 @@ public sealed class DirectoryReplayTests(PlatformFixture platform) : IClassFixtu
         var queues = await platform.Infrastructure.QueuesAsync(platform.VirtualHost);
         var directoryQueue = queues.Select(q => q.GetProperty("name").GetString()!)
             .Single(n => n.StartsWith("segments-user-directory-changed-", StringComparison.Ordinal) && !n.EndsWith("_error", StringComparison.Ordinal));
-        var published = await rabbit.PostAsJsonAsync($"api/exchanges/{vhost}/amq.default/publish", new
-        {
-            properties = creation.GetProperty("properties"),
-            routing_key = directoryQueue,
-            payload = creation.GetProperty("payload").GetString(),
-            payload_encoding = "string",
-        });
-        Assert.True((await published.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("routed").GetBoolean());
+        await platform.Infrastructure.PublishToQueueAsync(platform.VirtualHost, directoryQueue,
+            creation.GetProperty("payload").GetString()!, creation.GetProperty("properties"));
 
         await Eventually.UntilAsync(
             () => Task.FromResult(platform.Segments.Output.Contains($"directory entries of {s.Workspace} at version", StringComparison.Ordinal)),

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Npgsql;
@@ -92,6 +93,23 @@ public sealed class Infrastructure
 
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         return doc.RootElement.Clone();
+    }
+
+    /// <summary>
+    /// Puts a message straight onto a queue through the default exchange, as the management UI's "Publish message" and
+    /// "Move messages" do; throws unless the broker routed it.
+    /// </summary>
+    public async Task PublishToQueueAsync(string virtualHost, string queue, string payload, object properties)
+    {
+        using var http = ManagementClient();
+        using var response = await http.PostAsJsonAsync($"api/exchanges/{Uri.EscapeDataString(virtualHost)}/amq.default/publish",
+            new { properties, routing_key = queue, payload, payload_encoding = "string" });
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        if (!doc.RootElement.GetProperty("routed").GetBoolean())
+        {
+            throw new InvalidOperationException($"The broker routed the message to no queue (is '{queue}' declared?).");
+        }
     }
 
     public static string UniqueName(string prefix) =>

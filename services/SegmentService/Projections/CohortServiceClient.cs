@@ -135,6 +135,7 @@ public sealed class CohortServiceClient(IHttpClientFactory httpClientFactory, IO
         {
             throw new InvalidDataException($"CohortService sent an invalid X-Directory-Version: '{values.First()}'.");
         }
+
         var idleTimeout = TimeSpan.FromSeconds(options.Value.DirectoryReadIdleSeconds);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
         idle.CancelAfter(idleTimeout);

@@ -1,6 +1,6 @@
-using System.Globalization;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text.Json;
 using CohortBridge.Contracts;
 using CohortBridge.ServiceDefaults;
