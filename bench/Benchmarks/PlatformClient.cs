@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -285,6 +286,31 @@ internal sealed class PlatformClient : IDisposable
         return r.IsSuccessStatusCode
             ? JsonNode.Parse(body)!["size"]!.GetValue<long>()
             : throw new InvalidOperationException($"segment size {(int)r.StatusCode}: {Truncate(body)}");
+    }
+
+    /// <summary>
+    /// SegmentService's process CPU time (user and system) from its Prometheus endpoint, or null when the endpoint does
+    /// not expose <c>dotnet_process_cpu_time_seconds_total</c> (for example when metrics are served on another port).
+    /// </summary>
+    public async Task<double?> SegmentServiceCpuSecondsAsync()
+    {
+        using var r = await _segments.GetAsync("metrics");
+        if (!r.IsSuccessStatusCode)
+        {
+            return null;
+        }
+
+        double? total = null;
+        foreach (var line in (await r.Content.ReadAsStringAsync()).Split('\n'))
+        {
+            if (line.StartsWith("dotnet_process_cpu_time_seconds_total{", StringComparison.Ordinal)
+                && double.TryParse(line[(line.LastIndexOf(' ') + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds))
+            {
+                total = (total ?? 0) + seconds;
+            }
+        }
+
+        return total;
     }
 
     /// <summary>A cohort's member ordinals from CohortService's internal API (little-endian int32, ascending).</summary>

@@ -30,7 +30,7 @@ internal sealed record Settings
     public int DiffWarmUpIdentifiers { get; init; } = Int("BENCH_DIFF_WARMUP_IDS", 200_000, allowZero: true);
     public int FreshnessSamples { get; init; } = Int("BENCH_FRESHNESS_SAMPLES", 50);
     public int CheckSeconds { get; init; } = Int("BENCH_CHECK_SECONDS", 10);
-    /// <summary>Concurrent membership-check connections (each a lean keep-alive connection on a thread of its own, see LeanHttpConnection).</summary>
+    /// <summary>Concurrent membership-check connections (keep-alive, one request outstanding on each; see PolledHttpLoad).</summary>
     public int CheckConcurrency { get; init; } = Int("BENCH_CHECK_CONCURRENCY", 16);
     public string Output { get; init; } = Str("BENCH_OUTPUT", "artifacts/bench.json");
 
