@@ -16,12 +16,12 @@ internal readonly record struct HttpAnswer(int Status, string Body);
 /// </summary>
 /// <remarks>
 /// On this 2-core machine the load generator shares the cores with the service it measures, so every microsecond it
-/// spends is missing from the figure. Against the same SegmentService (10M users, 16 connections), a blocking thread
-/// per connection cost the client 29–35 µs of CPU per check and SegmentService 52–59 µs (20,000–23,300/s): every
-/// response woke a sleeping thread, and on this paravirtualised VM a wake-up (inter-processor interrupt, context
-/// switch) is the most expensive thing the kernel does. Here one thread picks up whatever responses are ready, so the
-/// client cost 15–16 µs and SegmentService 44–45 µs per check (30,900–32,100/s). Earlier clients: HttpClient with 32
-/// workers 8,743/s, an async connection per worker 16,200–21,400/s.
+/// spends is missing from the figure. With a blocking thread per connection every response woke a sleeping thread,
+/// and on this paravirtualised VM a wake-up (inter-processor interrupt, context switch) is the most expensive thing
+/// the kernel does. Against one SegmentService process (10M users, 16 connections, 8 s passes), the blocking client
+/// gave 22,216–22,685 checks/s and cost itself 30–31 µs and SegmentService 53–54 µs of CPU per check; this one gave
+/// 27,833–29,460/s at 16–19 µs and 44–47 µs. Earlier clients: HttpClient with 32 workers 8,743/s, an async connection
+/// per worker 16,200–21,400/s.
 /// </remarks>
 internal static class PolledHttpLoad
 {
