@@ -96,7 +96,7 @@ internal static class PolledHttpLoad
     /// Parses one complete response (Content-Length or chunked body) from the start of <paramref name="data"/>;
     /// returns null while it is incomplete.
     /// </summary>
-    internal static HttpAnswer? TryParse(ReadOnlySpan<byte> data, out int consumed)
+    private static HttpAnswer? TryParse(ReadOnlySpan<byte> data, out int consumed)
     {
         consumed = 0;
         var headerEnd = data.IndexOf("\r\n\r\n"u8);
